@@ -1,0 +1,1 @@
+"""Headwater ingestion gateway: receives, validates, dedupes and stores events (issue: gateway)."""

@@ -1,0 +1,1 @@
+"""Headwater modeler: turns raw events into marts and checks them (issue: modeler)."""
