@@ -7,7 +7,7 @@ class OrderCompleted(Event, name="order_completed"):
     coupon: str | None = None
 ```
 
-An `Event` is a frozen, keyword-only msgspec Struct, so a type checker rejects a
+An `Event` is a keyword-only msgspec Struct, so a type checker rejects a
 missing or mistyped property and msgspec encodes it without a detour through a dict.
 Without `name=`, the event name is the class name in snake case.
 """
@@ -45,7 +45,7 @@ class _EventMeta(msgspec.StructMeta):
         return cls
 
 
-class Event(msgspec.Struct, metaclass=_EventMeta, frozen=True, kw_only=True):
+class Event(msgspec.Struct, metaclass=_EventMeta, kw_only=True):
     """Base class of typed events; the fields are the event's properties."""
 
     __event_name__: ClassVar[str]

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - the cli extra is not installed
         sys.exit("the headwater command needs its extra: pip install 'headwater-sdk[cli]'")
 
 else:
+    from ._demo import run_demo
     from ._schema import PlanError, export_plan
 
     app = typer.Typer(
@@ -52,6 +53,15 @@ else:
         else:
             output.write_bytes(document)
             Console(stderr=True).print(f"tracking plan written to {output}")
+
+    @app.command("demo")
+    def demo(
+        users: Annotated[int, typer.Option(help="synthetic users")] = 2000,
+        days: Annotated[int, typer.Option(help="days of history")] = 60,
+        seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    ) -> None:
+        """Emit a synthetic shop's events through the SDK to a loopback receiver."""
+        run_demo(users=users, days=days, seed=seed, console=Console())
 
     def main() -> None:
         """Run the command line with every installed package's commands."""
