@@ -20,6 +20,7 @@ from headwater.sdk import (
     BatchResult,
     Client,
     ClientOptions,
+    Event,
     EventEncodingError,
     EventTooLarge,
     InvalidEvent,
@@ -525,3 +526,21 @@ def test_the_sdk_logs_on_its_own_logger_only(
 def test_server_error_carries_status_and_retry_after() -> None:
     error = ServerError(503, "busy", retry_after=2.0)
     assert (str(error), error.status, error.retry_after) == ("gateway answered 503: busy", 503, 2.0)
+
+
+class Measured(Event):
+    label: str
+    value: float
+    parts: list[float] = msgspec.field(default_factory=list)
+
+
+class Labelled(Event):
+    label: str | None
+
+
+def test_typed_events_with_floats_are_checked_for_nan(make_client: ClientFactory) -> None:
+    hw = make_client(client_kwargs={"debug": True})
+    with pytest.raises(EventEncodingError, match=r"properties\.parts\[1\] is inf"):
+        hw.track(Measured(label="m", value=1.5, parts=[0.5, float("inf")]), distinct_id="u")
+    assert hw.track(Labelled(label=None), distinct_id="u") is not None
+    assert hw.track(Measured(label="m", value=2.5), distinct_id="u") is not None

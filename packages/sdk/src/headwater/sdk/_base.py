@@ -25,7 +25,7 @@ from ._errors import (
 from ._event import Event
 from ._ids import new_event_id, reseed_after_fork
 from ._options import ClientOptions
-from ._properties import find_unencodable
+from ._properties import find_unencodable, holds_non_finite
 from ._queue import EventQueue
 from ._spool import Spool
 from ._stats import Counters, DropReason, Stats
@@ -41,6 +41,11 @@ MAX_NAME_LENGTH = 200
 def utc(timestamp: datetime) -> datetime:
     """`timestamp` in UTC; a naive one is taken as local time, as Python does."""
     return timestamp.astimezone(UTC)
+
+
+def _acceptable(value: object) -> bool:
+    """The hot path's test of an event name or distinct_id; `check_message` says why not."""
+    return type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH and "\x00" not in value
 
 
 def check_message(message: Message) -> None:
@@ -78,11 +83,12 @@ class ClientBase:
         self._on_error = on_error
         self._before_send = before_send
         self.disabled = disabled
+        self._closed = disabled  # a disabled client refuses every event from the start
         self.debug = debug
         self._codec = WireCodec(options.encoding, compress=options.gzip)
+        self._encode_message = self._codec.encode_message
         self._json = options.encoding == "json"
         self._max_event_bytes = options.max_event_bytes
-        self._closed = False
         self._counters = Counters()
         self._queue = self._new_queue()
         self._spool: Spool | None = None
@@ -195,7 +201,10 @@ class ClientBase:
         """A snapshot of the client's counters."""
         spooled = len(self._spool) if self._spool is not None else 0
         return self._counters.snapshot(
-            queued=len(self._queue), queued_bytes=self._queue.nbytes, spooled=spooled
+            queued=len(self._queue),
+            queued_bytes=self._queue.nbytes,
+            spooled=spooled,
+            enqueued=self._queue.last_sequence,
         )
 
     # -- intake ----------------------------------------------------------------
@@ -210,7 +219,7 @@ class ClientBase:
         timestamp: datetime | None,
         event_id: str | None,
     ) -> str | None:
-        if self._closed or self.disabled:
+        if self._closed:
             reason: DropReason = "disabled" if self.disabled else "shutdown"
             self._refuse(ClientClosed("the client is shut down"), reason)
             return None
@@ -234,7 +243,8 @@ class ClientBase:
         return message.event_id
 
     def _encode(self, message: Message) -> bytes | None:
-        check_message(message)
+        if not (_acceptable(message.distinct_id) and _acceptable(message.event)):
+            check_message(message)
         if self._before_send is not None:
             changed = self._before_send(cast(AnyMessage, message))
             if changed is None:
@@ -243,7 +253,7 @@ class ClientBase:
             message = changed
             check_message(message)
         try:
-            data = self._codec.encode_message(message)
+            data = self._encode_message(message)
         except (TypeError, ValueError, OverflowError) as exc:
             where = find_unencodable(message.properties, json=self._json)
             raise EventEncodingError(f"event {message.event!r}: {where or exc}") from exc
@@ -253,10 +263,9 @@ class ClientBase:
                 f"over max_event_bytes={self._max_event_bytes}"
             )
         # msgspec writes NaN and infinities as null in JSON: refuse rather than lose them.
-        if self._json and b"null" in data:
+        if self._json and b"null" in data and holds_non_finite(message.properties):
             where = find_unencodable(message.properties, json=True)
-            if where is not None:
-                raise EventEncodingError(f"event {message.event!r}: {where}")
+            raise EventEncodingError(f"event {message.event!r}: {where}")
         return data
 
     def _enqueue(self, data: bytes) -> bool:

@@ -83,6 +83,7 @@ class Client(ClientBase):
         if not self.sync_mode:
             return self._queue.put(data)
         with self._send_lock:
+            self._counters.enqueued += 1
             self._consumer.deliver(Outbound([data]))
         return True
 

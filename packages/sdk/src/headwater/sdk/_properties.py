@@ -6,12 +6,14 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import math
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
 _LEAVES = (
     str,
@@ -66,3 +68,72 @@ def find_unencodable(value: Any, *, json: bool, path: str = "properties") -> str
         if found is not None:
             return found
     return None
+
+
+def holds_non_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity hides anywhere in `value` (the hot path's quick scan)."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if kind is dict:
+        values: Any = value.values()
+    elif kind is list or kind is tuple:
+        values = value
+    elif isinstance(value, msgspec.Struct):
+        if _float_free(type(value)):
+            return False
+        values = [getattr(value, f) for f in value.__struct_fields__]
+    elif kind in _SCALARS:
+        return False
+    else:
+        values = [child for _, child in _children(value)]
+    return any(holds_non_finite(child) for child in values)
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+_FLOAT_FREE_LEAVES = (
+    msgspec.inspect.StrType,
+    msgspec.inspect.IntType,
+    msgspec.inspect.BoolType,
+    msgspec.inspect.NoneType,
+    msgspec.inspect.BytesType,
+    msgspec.inspect.DateTimeType,
+    msgspec.inspect.DateType,
+    msgspec.inspect.TimeType,
+    msgspec.inspect.TimeDeltaType,
+    msgspec.inspect.UUIDType,
+    msgspec.inspect.DecimalType,
+    msgspec.inspect.EnumType,
+    msgspec.inspect.LiteralType,
+)
+
+
+@functools.cache
+def _float_free(struct_type: type[msgspec.Struct]) -> bool:
+    """Whether no field of `struct_type`, however nested, can hold a float (so no NaN)."""
+    try:
+        info = msgspec.inspect.type_info(struct_type)
+    except (TypeError, ValueError, NameError):
+        return False
+    return _type_float_free(info, set())
+
+
+def _type_float_free(info: msgspec.inspect.Type, seen: set[type]) -> bool:
+    if isinstance(info, _FLOAT_FREE_LEAVES):
+        return True
+    children: list[msgspec.inspect.Type]
+    if isinstance(info, msgspec.inspect.StructType):
+        if info.cls in seen:
+            return True
+        seen.add(info.cls)
+        children = [f.type for f in info.fields]
+    elif isinstance(info, msgspec.inspect.UnionType):
+        children = list(info.types)
+    elif isinstance(info, msgspec.inspect.ListType | msgspec.inspect.SetType):
+        children = [info.item_type]
+    elif isinstance(info, msgspec.inspect.DictType):
+        children = [info.value_type]
+    else:
+        return False  # float, Any, tuples, dataclasses …: scan the values
+    return all(_type_float_free(child, seen) for child in children)

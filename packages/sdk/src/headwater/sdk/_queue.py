@@ -70,7 +70,6 @@ class EventQueue:
                 return False
             self._items.append(item)
             self._bytes += size
-            self._counters.enqueued += 1
             ready = len(self._items) >= self._batch_events or self._bytes >= self._batch_bytes
         if ready:
             self.on_batch_ready()

@@ -42,7 +42,7 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.enqueued = 0
+        self.enqueued = 0  # sync mode's count; queued events are counted by the queue
         self.sent = 0
         self.duplicates = 0
         self.retried = 0
@@ -66,14 +66,14 @@ class Counters:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_error_at = time.time()
 
-    def snapshot(self, *, queued: int, queued_bytes: int, spooled: int) -> Stats:
+    def snapshot(self, *, queued: int, queued_bytes: int, spooled: int, enqueued: int) -> Stats:
         """The counters as an immutable value."""
         drops = {reason: n for reason, n in self.drops.items() if n}
         return Stats(
             queued=queued,
             queued_bytes=queued_bytes,
             spooled=spooled,
-            enqueued=self.enqueued,
+            enqueued=self.enqueued + enqueued,
             sent=self.sent,
             duplicates=self.duplicates,
             retried=self.retried,
