@@ -544,3 +544,10 @@ def test_typed_events_with_floats_are_checked_for_nan(make_client: ClientFactory
         hw.track(Measured(label="m", value=1.5, parts=[0.5, float("inf")]), distinct_id="u")
     assert hw.track(Labelled(label=None), distinct_id="u") is not None
     assert hw.track(Measured(label="m", value=2.5), distinct_id="u") is not None
+
+
+def test_flush_after_shutdown_returns_at_once(make_client: ClientFactory) -> None:
+    hw = make_client()
+    hw.capture("e", distinct_id="u")
+    assert hw.shutdown(timeout=5)
+    assert hw.flush() is True

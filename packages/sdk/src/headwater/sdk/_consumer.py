@@ -101,8 +101,9 @@ class Consumer:
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until everything queued before the call is settled; False on timeout."""
-        if self._thread is None or threading.current_thread() is self._thread:
-            return len(self._dispatcher.queue) == 0
+        thread = self._thread
+        if thread is None or not thread.is_alive() or threading.current_thread() is thread:
+            return len(self._dispatcher.queue) == 0  # nobody else will send: say what is left
         with self._flushes:
             self._flush_asked += 1
             asked = self._flush_asked
