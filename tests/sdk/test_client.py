@@ -6,10 +6,12 @@ import dataclasses
 import gzip
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +22,7 @@ from headwater.sdk import (
     BatchResult,
     Client,
     ClientOptions,
+    ConfigError,
     Event,
     EventEncodingError,
     EventTooLarge,
@@ -551,3 +554,26 @@ def test_flush_after_shutdown_returns_at_once(make_client: ClientFactory) -> Non
     hw.capture("e", distinct_id="u")
     assert hw.shutdown(timeout=5)
     assert hw.flush() is True
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"flush_interval": 0}, "flush_interval must be positive, got 0"),
+        ({"max_retries": -1}, "max_retries must not be negative, got -1"),
+        ({"encoding": "xml"}, "encoding must be 'json' or 'msgpack', got 'xml'"),
+        ({"on_full": "explode"}, "on_full must be 'drop_newest', 'drop_oldest' or 'block'"),
+        ({"host": "localhost:8000"}, "host must be an http(s) URL, got 'localhost:8000'"),
+        ({"max_event_bytes": 10, "max_batch_bytes": 5}, "max_event_bytes must not exceed"),
+    ],
+)
+def test_bad_options_are_named(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ClientOptions(**options)
+
+
+def test_clients_refuse_impossible_setups(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="write_key is empty"):
+        Client("")
+    with pytest.raises(ConfigError, match="sync_mode sends at once and keeps no spool"):
+        Client("k", sync_mode=True, options=ClientOptions(spool_dir=tmp_path))

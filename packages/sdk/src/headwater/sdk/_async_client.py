@@ -26,8 +26,9 @@ class AsyncClient(ClientBase):
     """Queues events without awaiting and delivers them from a task on the running loop.
 
     `track`, `capture`, `identify` and `alias` are plain calls (nothing to await); the
-    delivery task starts with the first event queued inside a running loop. Call
-    `await flush()` and `await shutdown()` (or use `async with`) before the loop ends.
+    delivery task starts with the first event queued inside a running loop, and the
+    client belongs to that loop. Call `await flush()` and `await shutdown()` (or use
+    `async with`) before the loop ends.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class AsyncClient(ClientBase):
         )
         self._given_transport = transport
         self._reset_runtime()
+        self._deliver_at_exit()
 
     def _reset_runtime(self) -> None:
         self._spool = self._open_spool()
@@ -190,8 +192,9 @@ class AsyncClient(ClientBase):
         """Send everything queued now; True when all of it was settled within `timeout`."""
         if self._task is None:
             self._start()
-        if self._task is None or asyncio.current_task() is self._task:
-            return len(self._queue) == 0
+        task = self._task
+        if task is None or task.done() or asyncio.current_task() is task:
+            return len(self._queue) == 0  # nobody else will send: say what is left
         self._flush_asked += 1
         asked = self._flush_asked
         self._wake.set()
@@ -213,6 +216,8 @@ class AsyncClient(ClientBase):
         atexit.unregister(self._exit_hook)
         wait = self.options.shutdown_timeout if timeout is None else timeout
         clean = await self._stop(wait)
+        if self._spool is not None:
+            self._dispatcher.absorb()  # what the task had no time for waits in the spool
         left = self._queue.clear()
         if left:
             self._counters.drop("shutdown", left)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import weakref
@@ -15,6 +14,7 @@ import msgspec
 
 from ._errors import (
     ClientClosed,
+    ConfigError,
     EventEncodingError,
     EventError,
     EventTooLarge,
@@ -74,7 +74,7 @@ class ClientBase:
         debug: bool,
     ) -> None:
         if not write_key and not disabled:
-            raise HeadwaterError("write_key is empty: pass the project's write key")
+            raise ConfigError("write_key is empty: pass the project's write key")
         options = options or ClientOptions()
         if host is not None and host != options.host:
             options = msgspec.structs.replace(options, host=host)
@@ -93,7 +93,11 @@ class ClientBase:
         self._queue = self._new_queue()
         self._spool: Spool | None = None
         _forked_children_reset.add(self)
-        self._exit_hook = functools.partial(_at_exit, weakref.ref(self))
+        self._exit_hook = self._at_exit
+
+    def _deliver_at_exit(self) -> None:
+        """Called last by a subclass constructor, once the client is complete."""
+        # A strong reference: a client nobody holds any more still delivers at exit.
         atexit.register(self._exit_hook)
 
     def _at_exit(self) -> None:

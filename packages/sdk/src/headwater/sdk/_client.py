@@ -56,6 +56,7 @@ class Client(ClientBase):
         self._send_lock = threading.Lock()
         self._shutdown_result: bool | None = None
         self._consumer = self._start_consumer()
+        self._deliver_at_exit()
 
     def _at_exit(self) -> None:
         self.shutdown()
@@ -75,6 +76,7 @@ class Client(ClientBase):
         )
         consumer = Consumer(dispatcher, transport, interval=self.options.flush_interval)
         self._transport = transport
+        self._dispatcher = dispatcher
         if not self.sync_mode and not self.disabled:
             consumer.start()
         return consumer
@@ -103,6 +105,8 @@ class Client(ClientBase):
         atexit.unregister(self._exit_hook)
         wait = self.options.shutdown_timeout if timeout is None else timeout
         clean = self._consumer.stop(wait)
+        if self._spool is not None:
+            self._dispatcher.absorb()  # what the consumer had no time for waits in the spool
         left = self._queue.clear()
         if left:
             self._counters.drop("shutdown", left)

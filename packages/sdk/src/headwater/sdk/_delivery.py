@@ -166,9 +166,12 @@ class Dispatcher:
 
     def _give_up(self, batch: Outbound, exc: DeliveryError, reason: DropReason) -> None:
         if self.spool is not None and reason == "retries_exhausted":
-            dropped = self.spool.release(batch.spool_ids, count_attempt=True)
-            if dropped:
-                self._report(exc, [], reason, count=dropped)
+            spent = self.spool.release(batch.spool_ids, count_attempt=True)
+            lost = [
+                item for i, item in zip(batch.spool_ids, batch.items, strict=True) if i in spent
+            ]
+            if lost:
+                self._report(exc, lost, reason)
             return
         self._report(exc, batch.items, reason)
         self._finish(batch)
@@ -179,13 +182,10 @@ class Dispatcher:
         else:
             self.queue.settle()
 
-    def _report(
-        self, exc: DeliveryError, items: list[bytes], reason: DropReason, count: int | None = None
-    ) -> None:
-        lost = len(items) if count is None else count
-        self._counters.drop(reason, lost)
+    def _report(self, exc: DeliveryError, items: list[bytes], reason: DropReason) -> None:
+        self._counters.drop(reason, len(items))
         self._counters.error(exc)
-        logger.warning("dropped %d events (%s): %s", lost, reason, exc)
+        logger.warning("dropped %d events (%s): %s", len(items), reason, exc)
         if self._on_error is None:
             return
         try:

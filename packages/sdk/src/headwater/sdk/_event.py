@@ -15,7 +15,7 @@ Without `name=`, the event name is the class name in snake case.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 import msgspec
 
@@ -40,11 +40,14 @@ class _EventMeta(msgspec.StructMeta):
         name: str | None = None,
         **struct_options: Any,
     ) -> Any:
+        # kw_only=True on a base covers only its own fields: every event class needs it.
+        struct_options.setdefault("kw_only", True)
         cls: Any = super().__new__(mcls, cls_name, bases, namespace, **struct_options)
         cls.__event_name__ = snake_case(cls_name) if name is None else name
         return cls
 
 
+@dataclass_transform(kw_only_default=True, field_specifiers=(msgspec.field,))
 class Event(msgspec.Struct, metaclass=_EventMeta, kw_only=True):
     """Base class of typed events; the fields are the event's properties."""
 

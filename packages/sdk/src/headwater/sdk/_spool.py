@@ -52,6 +52,7 @@ class Spool:
         self._counters = counters
         self._lease_seconds = lease_seconds
         self._lock = threading.Lock()
+        self._closed_count: int | None = None  # what was left when closed
         self._db = sqlite3.connect(
             self.path, timeout=30, isolation_level=None, check_same_thread=False
         )
@@ -95,16 +96,22 @@ class Spool:
             self._counters.drop("spool_full", evicted)
 
     def _evict_over_bound(self) -> int:
+        """Delete the oldest rows not being sent until the spool fits; returns how many."""
         (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()
         excess = total - self._max_bytes
         if excess <= 0:
             return 0
-        (last_id,) = self._db.execute(
-            "SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id) AS freed FROM events)"
+        now = time.time()
+        row = self._db.execute(
+            "SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id) AS freed"
+            "                FROM events WHERE lease_until < ?)"
             " WHERE freed >= ? ORDER BY id LIMIT 1",
-            (excess,),
+            (now, excess),
         ).fetchone()
-        cursor = self._db.execute("DELETE FROM events WHERE id <= ?", (last_id,))
+        last_id = row[0] if row is not None else _MAX_ROW_ID
+        cursor = self._db.execute(
+            "DELETE FROM events WHERE id <= ? AND lease_until < ?", (last_id, now)
+        )
         return cursor.rowcount
 
     def take(self, max_events: int, max_bytes: int) -> tuple[list[int], list[bytes]]:
@@ -137,22 +144,26 @@ class Spool:
         with self._lock:
             self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
 
-    def release(self, ids: list[int], *, count_attempt: bool) -> int:
-        """Give rows back for a later try; returns how many reached `max_attempts` and left."""
+    def release(self, ids: list[int], *, count_attempt: bool) -> set[int]:
+        """Give rows back for a later try; returns the ids that reached `max_attempts` and left."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "UPDATE events SET lease_until = 0, attempts = attempts + ? WHERE id = ?",
                 [(int(count_attempt), i) for i in ids],
             )
-            cursor = self._db.execute(
-                "DELETE FROM events WHERE attempts >= ?", (self._max_attempts,)
-            )
+            spent = self._db.execute(
+                f"DELETE FROM events WHERE attempts >= ? AND id IN ({','.join('?' * len(ids))})"  # noqa: S608 - placeholders only
+                " RETURNING id",
+                (self._max_attempts, *ids),
+            ).fetchall()
             self._db.execute("COMMIT")
-        return cursor.rowcount
+        return {row_id for (row_id,) in spent}
 
     def __len__(self) -> int:
         with self._lock:
+            if self._closed_count is not None:
+                return self._closed_count
             (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
         return int(count)
 
@@ -172,10 +183,16 @@ class Spool:
     def close(self) -> None:
         """Free this process's leases and close the database."""
         with self._lock:
+            if self._closed_count is not None:
+                return
             self._db.execute(
                 "UPDATE events SET lease_until = 0 WHERE lease_pid = ?", (os.getpid(),)
             )
+            (self._closed_count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
             self._db.close()
+
+
+_MAX_ROW_ID = 2**63 - 1
 
 
 def _alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from typing import Annotated
 try:
     import typer
     from rich.console import Console
+    from rich.markup import escape
 except ImportError:  # pragma: no cover - the cli extra is not installed
 
     def main() -> None:
@@ -43,16 +44,21 @@ else:
         ] = None,
     ) -> None:
         """Write the JSON Schema tracking plan of typed events."""
+        console = Console(stderr=True, soft_wrap=True)
         try:
             document = export_plan(targets)
         except PlanError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from exc
         if output is None:
             sys.stdout.buffer.write(document)
-        else:
+            return
+        try:
             output.write_bytes(document)
-            Console(stderr=True).print(f"tracking plan written to {output}")
+        except OSError as exc:
+            console.print(f"[red]error:[/red] cannot write {escape(str(output))}: {exc.strerror}")
+            raise typer.Exit(2) from exc
+        console.print(f"tracking plan written to {escape(str(output))}")
 
     @app.command("demo")
     def demo(

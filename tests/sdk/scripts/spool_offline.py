@@ -1,0 +1,63 @@
+"""Child process: a client with a spool whose gateway is down.
+
+`python spool_offline.py HOST SPOOL_DIR TIMESTAMP ID... [--max-bytes N] [--then exit|hang]`,
+run by tests/sdk/test_process.py. Every event is captured at TIMESTAMP (ISO 8601) so that
+all have the same encoded size. The last event fills a batch, which wakes the consumer: it
+moves every event to the spool and leases them for its first attempt. Once that attempt
+failed, the child prints `stats()` as one JSON line, then exits (its exit hook gives the
+leases back) or hangs until the test kills it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from headwater.sdk import Client, ClientOptions
+
+DEADLINE = 20.0  # seconds this child waits, for its consumer or for its killer
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("host")
+    parser.add_argument("spool", type=Path)
+    parser.add_argument("timestamp", type=datetime.fromisoformat)
+    parser.add_argument("ids", nargs="+")
+    parser.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--then", choices=["exit", "hang"], default="exit")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    options = ClientOptions(
+        spool_dir=args.spool,
+        spool_max_bytes=args.max_bytes,
+        max_batch_events=len(args.ids),
+        flush_interval=60.0,
+        shutdown_timeout=0.2,
+    )
+    client = Client("test-write-key", host=args.host, options=options)
+    for event_id in args.ids:
+        client.capture(
+            "offline_event", distinct_id="u_offline", timestamp=args.timestamp, event_id=event_id
+        )
+    deadline = time.monotonic() + DEADLINE
+    while client.stats().retried < 1:
+        if time.monotonic() > deadline:
+            sys.exit("the consumer never retried")
+        time.sleep(0.01)
+    sys.stdout.write(msgspec.json.encode(client.stats()).decode() + "\n")
+    sys.stdout.flush()
+    if args.then == "hang":
+        time.sleep(DEADLINE)  # the test kills this process long before
+
+
+if __name__ == "__main__":
+    main()
