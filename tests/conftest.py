@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from headwater.sdk.testing import LoopbackReceiver
+from tests.redis_server import test_redis
 
 
 @pytest.fixture
@@ -14,3 +15,10 @@ def receiver() -> Iterator[LoopbackReceiver]:
     """A native-protocol HTTP server on 127.0.0.1 that records what it receives."""
     with LoopbackReceiver() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Redis on 127.0.0.1:6379, or a redis-server this session starts on a free port."""
+    with test_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url

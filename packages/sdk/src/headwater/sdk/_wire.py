@@ -22,12 +22,16 @@ CONTENT_TYPES: dict[Encoding, str] = {
 
 
 class Message(msgspec.Struct, tag_field="type", kw_only=True):
-    """Fields every message kind carries; `properties` is a JSON object."""
+    """Fields every message kind carries; `properties` is a JSON object.
 
-    event_id: str
+    The SDK always sends `event_id` (a UUIDv7) and `timestamp`; other senders may leave
+    them out: the gateway then derives the id from the content and uses its own clock.
+    """
+
     event: str
     distinct_id: str
-    timestamp: datetime
+    event_id: str = ""
+    timestamp: datetime | None = None
     properties: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

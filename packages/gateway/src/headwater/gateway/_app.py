@@ -1,0 +1,208 @@
+"""The Litestar application: routes, exception handlers and the lifespan.
+
+Handlers stay short: read the body within limits, find the project, parse with the
+endpoint family's adapter, and hand the events to the `Ingestor`. Domain errors become
+HTTP answers only in the exception handlers at the bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post, route
+from litestar.openapi import OpenAPIConfig
+
+from headwater.sdk import BatchResult
+
+from ._body import decode_content, read_body
+from ._errors import RequestError, Unauthorized, Unavailable
+from ._events import Context, Incoming, Invalid, now
+from ._gateway import Gateway
+from ._native import body_format, parse_native
+from ._posthog import parse_posthog, unwrap
+from ._segment import basic_auth_user, parse_segment
+from ._settings import Settings
+
+POSTHOG_PATHS = [
+    f"{base}{slash}"
+    for base in ("/e", "/i/v0/e", "/capture", "/track", "/batch")
+    for slash in ("", "/")
+]
+SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page": "page",
+                 "screen": "screen", "alias": "alias", "group": "group"}  # fmt: skip
+
+
+class Handlers:
+    """The route handlers of one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.settings = gateway.settings
+
+    async def _body(self, request: Request[Any, Any, Any], *, limit: int) -> bytes:
+        raw = await read_body(
+            request.stream(), limit=limit, timeout=self.settings.body_timeout_seconds
+        )
+        return decode_content(raw, request.headers.get("content-encoding"), limit=limit)
+
+    def _project(self, key: str | None) -> str:
+        if not key:
+            raise Unauthorized("missing write key")
+        project = self.settings.project_for(key)
+        if project is None:
+            raise Unauthorized("unknown write key")
+        return project
+
+    async def _ingest(
+        self, *, project: str, source: str, lib: str, sent_at: Any, items: list[Incoming | Invalid]
+    ) -> BatchResult:
+        ctx = Context(
+            project=project,
+            source=source,
+            lib=lib[:200],
+            received_at=now(),
+            sent_at=sent_at,
+            max_event_bytes=self.settings.max_event_bytes,
+        )
+        return await self.gateway.ingestor.ingest(ctx, items)
+
+    async def native(self, request: Request[Any, Any, Any]) -> BatchResult:
+        header = request.headers.get("authorization", "")
+        project = self._project(
+            header[7:].strip() if header.lower().startswith("bearer ") else None
+        )
+        fmt = body_format(request.headers.get("content-type"))
+        body = await self._body(request, limit=self.settings.max_batch_body_bytes)
+        items, sent_at, lib = parse_native(body, fmt)
+        return await self._ingest(
+            project=project, source="native", lib=lib or "native", sent_at=sent_at, items=items
+        )
+
+    async def posthog(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        limit = self.settings.max_batch_body_bytes
+        body = await self._body(request, limit=limit) if request.method == "POST" else b""
+        text = unwrap(
+            body,
+            query=dict(request.query_params),
+            content_type=request.headers.get("content-type", ""),
+            limit=limit,
+        )
+        parsed = parse_posthog(text)
+        project = self._project(parsed.api_key)
+        result = await self._ingest(
+            project=project,
+            source="posthog",
+            lib=parsed.lib,
+            sent_at=parsed.sent_at,
+            items=parsed.items,
+        )
+        return {
+            "status": 1,
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": result.rejected,
+        }
+
+    async def segment(self, request: Request[Any, Any, Any], kind: str | None) -> dict[str, Any]:
+        limit = (
+            self.settings.max_batch_body_bytes
+            if kind is None
+            else self.settings.max_single_body_bytes
+        )
+        body = await self._body(request, limit=limit)
+        parsed = parse_segment(body, kind=kind)
+        key = basic_auth_user(request.headers.get("authorization")) or request.headers.get(
+            "x-write-key"
+        )
+        project = self._project(key or parsed.write_key)
+        result = await self._ingest(
+            project=project,
+            source="segment",
+            lib=parsed.lib,
+            sent_at=parsed.sent_at,
+            items=parsed.items,
+        )
+        return {
+            "success": True,
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": result.rejected,
+        }
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        clickhouse = await asyncio.to_thread(self.gateway.clickhouse.ping)
+        redis = await self.gateway.dedupe.ping() if self.settings.redis_url else None
+        details = {
+            "clickhouse": "ok" if clickhouse else "unreachable",
+            "redis": "in-process" if redis is None else ("ok" if redis else "unreachable"),
+            "dedupe_degraded": self.gateway.ingestor.dedupe_degraded,
+            "queued_rows": self.gateway.queued_rows,
+        }
+        return clickhouse and redis is not False, details
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litestar:
+    """The gateway as an ASGI app; pass `gateway` to share parts (tests, embedded modeler)."""
+    gateway = gateway or Gateway(settings)
+    handlers = Handlers(gateway)
+
+    @post("/v1/events", status_code=200, summary="Native batch (headwater SDK)")
+    async def native_events(request: Request[Any, Any, Any]) -> BatchResult:
+        return await handlers.native(request)
+
+    @route(
+        POSTHOG_PATHS, http_method=["GET", "POST"], status_code=200, summary="PostHog capture API"
+    )
+    async def posthog_capture(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return await handlers.posthog(request)
+
+    @post(
+        [f"/v1/{kind}" for kind in SEGMENT_KINDS], status_code=200, summary="Segment tracking API"
+    )
+    async def segment_track(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        return await handlers.segment(request, SEGMENT_KINDS[kind])
+
+    @get("/healthz", summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="Ready: ClickHouse and (when configured) Redis reachable")
+    async def readyz() -> Response[dict[str, Any]]:
+        ready, details = await handlers.readiness()
+        return Response({"ready": ready, **details}, status_code=200 if ready else 503)
+
+    @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+    async def metrics() -> bytes:
+        gateway.metrics.commit_queue.set(gateway.queued_rows)
+        return gateway.metrics.render()
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    return Litestar(
+        route_handlers=[native_events, posthog_capture, segment_track, healthz, readyz, metrics],
+        lifespan=[lifespan],
+        exception_handlers={RequestError: _request_error, Unavailable: _unavailable},
+        request_max_body_size=None,  # each route enforces its own limit while streaming
+        openapi_config=OpenAPIConfig(title="Headwater gateway", version="0.1.0"),
+        debug=False,
+    )
+
+
+def _request_error(_: Request[Any, Any, Any], exc: RequestError) -> Response[dict[str, str]]:
+    return Response({"error": str(exc)}, status_code=exc.status)
+
+
+def _unavailable(_: Request[Any, Any, Any], exc: Unavailable) -> Response[dict[str, str]]:
+    return Response(
+        {"error": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)}
+    )

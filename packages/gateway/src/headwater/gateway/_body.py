@@ -1,0 +1,52 @@
+"""Reading a request body within limits: size, time, and decompression."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+
+from ._errors import BadPayload, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+async def read_body(chunks: AsyncIterator[bytes], *, limit: int, timeout: float) -> bytes:
+    """The whole body, refusing more than `limit` bytes or more than `timeout` seconds."""
+
+    async def collect() -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g}s") from exc
+
+
+def gunzip(data: bytes, *, limit: int) -> bytes:
+    """Decompress gzip without ever holding more than `limit` bytes (a gzip bomb is a 413)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise BadPayload(f"body is not valid gzip: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"body decompresses to more than the limit of {limit} bytes")
+    return out
+
+
+def decode_content(data: bytes, encoding: str | None, *, limit: int) -> bytes:
+    """Undo `Content-Encoding` (gzip or identity); other encodings are a 415."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        return gunzip(data, limit=limit)
+    if encoding == "identity":
+        return data
+    raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip)")

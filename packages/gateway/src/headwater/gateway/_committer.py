@@ -1,0 +1,161 @@
+"""Group commit: rows of concurrent requests become one ClickHouse insert.
+
+A request hands its encoded rows to `submit()` and waits; the flusher task takes every
+waiting request (up to `max_rows`/`max_bytes`) once the first has waited `max_delay` or
+enough rows are in, inserts them as one block (with a deduplication token, so a retry
+of the same block is a no-op), and answers every waiter. Past `deadline` the waiters get
+`SinkUnavailable`; beyond `queue_rows` waiting rows new requests get `Overloaded` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._errors import Overloaded, SinkUnavailable
+
+logger = logging.getLogger("headwater.gateway")
+
+InsertBlock = Callable[[bytes, str], None]  # (JSONCompactEachRow lines, token); blocking
+
+
+@dataclass
+class _Waiter:
+    lines: list[bytes]
+    size: int
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommitter:
+    """Coalesces concurrent inserts into blocks; one block in flight at a time."""
+
+    def __init__(
+        self,
+        insert: InsertBlock,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        max_delay: float,
+        queue_rows: int,
+        deadline: float,
+        on_flush: Callable[[int, float], None] = lambda rows, seconds: None,
+    ) -> None:
+        self._insert = insert
+        self._max_rows = max_rows
+        self._max_bytes = max_bytes
+        self._max_delay = max_delay
+        self._queue_rows = queue_rows
+        self._deadline = deadline
+        self._on_flush = on_flush
+        self._waiting: list[_Waiter] = []
+        self._rows = 0
+        self._bytes = 0
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for an insert (not counting the block in flight)."""
+        return self._rows
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def submit(self, lines: list[bytes]) -> None:
+        """Return once `lines` are stored; raise `Unavailable` when they were not."""
+        if not lines:
+            return
+        if self._stopping:
+            raise Overloaded("the gateway is shutting down", retry_after=5)
+        if self._rows + len(lines) > self._queue_rows:
+            raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
+        waiter = _Waiter(lines, sum(len(line) + 1 for line in lines))
+        self._waiting.append(waiter)
+        self._rows += len(lines)
+        self._bytes += waiter.size
+        self._arrived.set()
+        if self._rows >= self._max_rows or self._bytes >= self._max_bytes:
+            self._full.set()
+        await asyncio.shield(waiter.done)
+
+    async def _run(self) -> None:
+        while not (self._stopping and not self._waiting):
+            await self._arrived.wait()
+            if not self._full.is_set() and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._max_delay)
+            batch = self._take()
+            if batch:
+                await self._commit(batch)
+
+    def _fits(self, waiter: _Waiter, rows: int, size: int) -> bool:
+        return rows + len(waiter.lines) <= self._max_rows and size + waiter.size <= self._max_bytes
+
+    def _take(self) -> list[_Waiter]:
+        """The oldest waiters whose rows fit one block (at least one)."""
+        taken: list[_Waiter] = []
+        rows = size = 0
+        while self._waiting and (not taken or self._fits(self._waiting[0], rows, size)):
+            waiter = self._waiting.pop(0)
+            taken.append(waiter)
+            rows += len(waiter.lines)
+            size += waiter.size
+        self._rows -= rows
+        self._bytes -= size
+        if not self._waiting:
+            self._arrived.clear()
+        if self._rows < self._max_rows and self._bytes < self._max_bytes:
+            self._full.clear()
+        return taken
+
+    async def _commit(self, batch: list[_Waiter]) -> None:
+        body = b"\n".join(line for waiter in batch for line in waiter.lines)
+        rows = sum(len(waiter.lines) for waiter in batch)
+        token = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        error = await self._insert_within_deadline(body, token, started + self._deadline)
+        self._on_flush(rows, loop.time() - started)
+        for waiter in batch:
+            if waiter.done.done():
+                continue
+            if error is None:
+                waiter.done.set_result(None)
+            else:
+                waiter.done.set_exception(error)
+
+    async def _insert_within_deadline(
+        self, body: bytes, token: str, deadline: float
+    ) -> SinkUnavailable | None:
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.to_thread(self._insert, body, token)
+            except Exception as raised:  # anything unexpected also means: not stored  # noqa: BLE001
+                exc = (
+                    raised if isinstance(raised, SinkUnavailable) else SinkUnavailable(repr(raised))
+                )
+                if loop.time() + delay >= deadline:
+                    return exc
+                logger.warning("insert failed, retrying in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            else:
+                return None
+
+    async def drain(self) -> None:
+        """Commit everything waiting, then stop (graceful shutdown)."""
+        self._stopping = True
+        self._arrived.set()
+        self._full.set()
+        if self._task is not None:
+            await self._task

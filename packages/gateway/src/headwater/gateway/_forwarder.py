@@ -1,0 +1,133 @@
+"""Forwarding stored events to PostHog, on a thread of its own.
+
+Ingestion only hands rows to a bounded queue (never waits: a full queue drops and
+counts); the forwarder thread posts them in batches with the `posthog` library's
+`batch_post`, retrying a few times, and counts what was sent, failed and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from posthog.request import batch_post
+
+from ._events import EventRow
+from ._metrics import Metrics
+
+logger = logging.getLogger("headwater.gateway")
+
+Post = Callable[[str, str, list[dict[str, Any]]], None]  # (host, api_key, batch)
+
+_decode = msgspec.json.Decoder(dict[str, Any])
+
+
+def posthog_post(host: str, api_key: str, batch: list[dict[str, Any]]) -> None:
+    """Post one batch with posthog-python (raises on anything but 200)."""
+    batch_post(api_key, host=host, gzip=True, timeout=10, batch=batch)
+
+
+def posthog_message(row: EventRow) -> dict[str, Any]:
+    """The PostHog capture message of a stored row: same uuid, time, user and properties."""
+    properties = _decode.decode(row.properties)
+    message: dict[str, Any] = {
+        "event": row.event,
+        "distinct_id": row.distinct_id,
+        "properties": properties,
+        "timestamp": row.timestamp.isoformat(),
+        "uuid": row.event_id,
+        "type": "capture",
+    }
+    for key in ("$set", "$set_once"):
+        if isinstance(properties.get(key), dict):
+            message[key] = properties[key]
+    return message
+
+
+class Forwarder:
+    """Sends rows of each project to its PostHog (host, api_key) from a background thread."""
+
+    def __init__(
+        self,
+        targets: dict[str, tuple[str, str]],
+        *,
+        default: tuple[str, str] | None,
+        metrics: Metrics,
+        queue_size: int,
+        post: Post = posthog_post,
+        batch_size: int = 500,
+        attempts: int = 3,
+    ) -> None:
+        self._targets = targets
+        self._default = default
+        self._metrics = metrics
+        self._post = post
+        self._batch_size = batch_size
+        self._attempts = attempts
+        self._queue: queue.Queue[list[EventRow] | None] = queue.Queue(maxsize=queue_size)
+        self._thread = threading.Thread(target=self._run, name="posthog-forwarder", daemon=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._targets) or self._default is not None
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread.start()
+
+    def forward(self, rows: Sequence[EventRow]) -> None:
+        """Queue stored rows for PostHog; never blocks (a full queue drops and counts)."""
+        if not self.enabled or not rows:
+            return
+        try:
+            self._queue.put_nowait(list(rows))
+        except queue.Full:
+            self._metrics.forward_dropped.inc(len(rows))
+
+    def _target(self, project: str) -> tuple[str, str] | None:
+        return self._targets.get(project, self._default)
+
+    def _run(self) -> None:
+        while (rows := self._queue.get()) is not None:
+            for project, batch in _by_project(rows).items():
+                target = self._target(project)
+                if target is None:
+                    continue
+                for start in range(0, len(batch), self._batch_size):
+                    self._send(target, batch[start : start + self._batch_size])
+
+    def _send(self, target: tuple[str, str], rows: list[EventRow]) -> None:
+        messages = [posthog_message(row) for row in rows]
+        for attempt in range(self._attempts):
+            try:
+                self._post(target[0], target[1], messages)
+            except Exception as exc:  # the posthog library raises APIError, requests errors …  # noqa: BLE001
+                logger.warning("forwarding %d events to PostHog failed: %s", len(rows), exc)
+                time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter
+            else:
+                self._metrics.forward_sent.inc(len(rows))
+                return
+        self._metrics.forward_failed.inc(len(rows))
+
+    def stop(self, timeout: float) -> None:
+        """Forward what is queued (within `timeout`), then end the thread."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+
+def _by_project(rows: list[EventRow]) -> dict[str, list[EventRow]]:
+    grouped: dict[str, list[EventRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.project, []).append(row)
+    return grouped

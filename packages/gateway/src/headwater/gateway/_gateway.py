@@ -1,0 +1,124 @@
+"""The running gateway: its parts, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ._clickhouse import ClickHouse, migrate
+from ._committer import GroupCommitter
+from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
+from ._forwarder import Forwarder, Post, posthog_post
+from ._ingest import Ingestor
+from ._metrics import Metrics
+from ._settings import Settings
+from ._sink import ClickHouseSink
+
+logger = logging.getLogger("headwater.gateway")
+
+
+class Gateway:
+    """ClickHouse, the dedupe store, the group committer and the forwarder of one app.
+
+    A `clickhouse` passed in is shared (tests, the embedded modeler) and left open at stop.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clickhouse: ClickHouse | None = None,
+        dedupe: DedupeStore | None = None,
+        posthog: Post = posthog_post,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._owns_clickhouse = clickhouse is None
+        self._clickhouse = clickhouse
+        self.dedupe = dedupe or _dedupe_store(settings)
+        default = (settings.posthog_host, settings.posthog_api_key)
+        self.forwarder = Forwarder(
+            {},
+            default=default if all(default) else None,
+            metrics=self.metrics,
+            queue_size=settings.forward_queue_size,
+            post=posthog,
+        )
+        self._ingestor: Ingestor | None = None
+        self._committer: GroupCommitter | None = None
+
+    @property
+    def clickhouse(self) -> ClickHouse:
+        assert self._clickhouse is not None, "the gateway is not started"
+        return self._clickhouse
+
+    @property
+    def ingestor(self) -> Ingestor:
+        assert self._ingestor is not None, "the gateway is not started"
+        return self._ingestor
+
+    async def start(self) -> None:
+        """Open ClickHouse, apply migrations, start the committer and the forwarder."""
+        s = self.settings
+        if self._clickhouse is None:
+            self._clickhouse = await asyncio.to_thread(
+                ClickHouse.connect,
+                s.clickhouse_url,
+                database=s.clickhouse_database,
+                cluster=s.clickhouse_cluster,
+            )
+        clickhouse = self._clickhouse
+        applied = await asyncio.to_thread(migrate, clickhouse)
+        logger.info(
+            "ClickHouse %s ready (migrations applied now: %s)",
+            s.clickhouse_database,
+            applied or "none",
+        )
+        if isinstance(self.dedupe, MemoryDedupeStore):
+            logger.warning("HEADWATER_REDIS_URL is unset: dedupe uses an in-process store")
+        sink = ClickHouseSink(clickhouse)
+        self._committer = GroupCommitter(
+            sink.insert_events,
+            max_rows=s.commit_max_rows,
+            max_bytes=s.commit_max_bytes,
+            max_delay=s.commit_max_delay_ms / 1000,
+            queue_rows=s.commit_queue_rows,
+            deadline=s.insert_deadline_seconds,
+            on_flush=self.metrics.flushed,
+        )
+        self._committer.start()
+        self._ingestor = Ingestor(
+            dedupe=self.dedupe,
+            committer=self._committer,
+            sink=sink,
+            forwarder=self.forwarder,
+            metrics=self.metrics,
+            fail_closed=s.redis_failure == "reject",
+            pending_wait=s.insert_deadline_seconds,
+        )
+        self.forwarder.start()
+
+    async def stop(self) -> None:
+        """Stop taking rows, store what is buffered, forward what is queued, close."""
+        if self._committer is not None:
+            await self._committer.drain()
+        await asyncio.to_thread(self.forwarder.stop, 10.0)
+        await self.dedupe.close()
+        if self._owns_clickhouse and self._clickhouse is not None:
+            await asyncio.to_thread(self._clickhouse.close)
+
+    @property
+    def queued_rows(self) -> int:
+        return self._committer.queued_rows if self._committer is not None else 0
+
+
+def _dedupe_store(settings: Settings) -> DedupeStore:
+    if settings.redis_url:
+        return RedisDedupeStore(
+            settings.redis_url,
+            ttl=settings.dedupe_ttl_seconds,
+            pending_ttl=settings.dedupe_pending_seconds,
+        )
+    return MemoryDedupeStore(
+        ttl=settings.dedupe_ttl_seconds, pending_ttl=settings.dedupe_pending_seconds
+    )

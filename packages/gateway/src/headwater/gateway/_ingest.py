@@ -1,0 +1,181 @@
+"""The ingestion path every endpoint shares: check, dedupe, store, then forward."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+import msgspec
+
+from headwater.sdk import BatchResult, Rejection
+
+from ._committer import GroupCommitter
+from ._dedupe import Claim, DedupeStore
+from ._errors import DedupeUnavailable, Unavailable
+from ._events import Context, EventRow, Incoming, Invalid, to_row
+from ._forwarder import Forwarder
+from ._metrics import Metrics
+from ._sink import EventSink
+
+logger = logging.getLogger("headwater.gateway")
+
+_rows = msgspec.json.Encoder()
+
+
+class _ErrorRow(msgspec.Struct, array_like=True):
+    error_id: str
+    project: str
+    received_at: datetime
+    source: str
+    event_index: int
+    reason: str
+    payload: str
+
+
+class Ingestor:
+    """Turns a request's events into stored rows and a per-event answer."""
+
+    def __init__(
+        self,
+        *,
+        dedupe: DedupeStore,
+        committer: GroupCommitter,
+        sink: EventSink,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        fail_closed: bool,
+        pending_wait: float,
+    ) -> None:
+        self._dedupe = dedupe
+        self._committer = committer
+        self._sink = sink
+        self._forwarder = forwarder
+        self._metrics = metrics
+        self._fail_closed = fail_closed
+        self._pending_wait = pending_wait
+        self.dedupe_degraded = False
+
+    async def ingest(self, ctx: Context, items: Sequence[Incoming | Invalid]) -> BatchResult:
+        """Store the valid events of one request; say what happened to each."""
+        self._metrics.received.labels(ctx.source).inc(len(items))
+        rows: list[EventRow] = []
+        rejected: list[Rejection] = []
+        dead: list[_ErrorRow] = []
+        for index, item in enumerate(items):
+            outcome = item.reason if isinstance(item, Invalid) else to_row(item, ctx)
+            if isinstance(outcome, EventRow):
+                rows.append(outcome)
+                continue
+            event_id = item.event_id if isinstance(item.event_id, str) else None
+            rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
+            dead.append(_dead_letter(ctx, index, outcome, item.raw))
+        fresh, duplicates = await self._store(rows)
+        if dead:
+            await self.dead_letters(dead)
+        self._metrics.accepted.labels(ctx.source).inc(len(fresh))
+        self._metrics.duplicates.labels(ctx.source).inc(duplicates)
+        self._metrics.rejected.labels(ctx.source).inc(len(rejected))
+        self._forwarder.forward(fresh)
+        return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+
+    async def _store(self, rows: list[EventRow]) -> tuple[list[EventRow], int]:
+        unique: dict[str, EventRow] = {}
+        for row in rows:
+            unique.setdefault(f"{row.project}:{row.event_id}", row)
+        claimed, seen = await self._claim(list(unique))
+        fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
+        try:
+            await self._committer.submit([_rows.encode(row) for row in fresh])
+        except Unavailable:
+            if claimed:
+                await self._settle(self._dedupe.release, claimed)
+            raise
+        if claimed:
+            await self._settle(self._dedupe.confirm, claimed)
+        return fresh, len(rows) - len(unique) + seen
+
+    async def _claim(self, keys: list[str]) -> tuple[list[str] | None, int]:
+        """(keys now ours, count already stored); None: Redis is down and we accept anyway."""
+        try:
+            return await self._claim_waiting(keys)
+        except DedupeUnavailable as exc:
+            self.dedupe_degraded = True
+            if self._fail_closed:
+                raise
+            logger.warning("dedupe bypassed for %d events: %s", len(keys), exc)
+            self._metrics.dedupe_bypassed.inc(len(keys))
+            return None, 0
+
+    async def _claim_waiting(self, keys: list[str]) -> tuple[list[str], int]:
+        """Claim ids; ids another request is inserting right now are waited for."""
+        ours: list[str] = []
+        seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._pending_wait
+        pending = keys
+        while pending:
+            claims = await self._dedupe.claim(pending)
+            self.dedupe_degraded = False
+            waiting = []
+            for key, claim in zip(pending, claims, strict=True):
+                if claim is Claim.NEW:
+                    ours.append(key)
+                elif claim is Claim.SEEN:
+                    seen += 1
+                else:
+                    waiting.append(key)
+            if waiting and loop.time() >= deadline:
+                await self._settle(self._dedupe.release, ours)
+                raise Unavailable(f"{len(waiting)} events are being stored by another request")
+            if waiting:
+                await asyncio.sleep(0.01)
+            pending = waiting
+        return ours, seen
+
+    async def _settle(
+        self, action: Callable[[Sequence[str]], Awaitable[None]], keys: list[str]
+    ) -> None:
+        try:
+            await action(keys)
+        except DedupeUnavailable as exc:  # the pending TTL and the table's dedupe cover it
+            logger.warning("dedupe bookkeeping failed for %d ids: %s", len(keys), exc)
+
+    async def dead_letters(self, rows: list[_ErrorRow]) -> None:
+        """Keep refused events in `ingest_errors`; a failure there never fails the request."""
+        body = b"\n".join(_rows.encode(row) for row in rows)
+        try:
+            await asyncio.to_thread(self._sink.insert_errors, body)
+        except Unavailable:
+            self._metrics.dead_letter_failures.inc(len(rows))
+            logger.exception("could not keep %d refused events in ingest_errors", len(rows))
+        else:
+            self._metrics.dead_letters.inc(len(rows))
+
+    async def unreadable(
+        self, *, project: str, source: str, received_at: datetime, reason: str, body: bytes
+    ) -> None:
+        """Keep a whole body that could not be parsed (index -1)."""
+        ctx = Context(
+            project=project,
+            source=source,
+            lib="",
+            received_at=received_at,
+            sent_at=None,
+            max_event_bytes=0,
+        )
+        await self.dead_letters([_dead_letter(ctx, -1, reason, body)])
+
+
+def _dead_letter(ctx: Context, index: int, reason: str, raw: bytes) -> _ErrorRow:
+    return _ErrorRow(
+        error_id=str(uuid.uuid4()),
+        project=ctx.project,
+        received_at=ctx.received_at,
+        source=ctx.source,
+        event_index=index,
+        reason=reason,
+        payload=raw.decode("utf-8", "replace"),
+    )

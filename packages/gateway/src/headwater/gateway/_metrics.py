@@ -1,0 +1,85 @@
+"""The gateway's Prometheus metrics, in a registry of their own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_ROWS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000)
+
+
+class Metrics:
+    """Counters and histograms of one gateway; `render()` is the `/metrics` body."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.received = Counter(
+            "headwater_events_received", "Events received", ["source"], registry=r
+        )
+        self.accepted = Counter(
+            "headwater_events_accepted", "Events stored", ["source"], registry=r
+        )
+        self.duplicates = Counter(
+            "headwater_events_duplicate", "Duplicate events acknowledged", ["source"], registry=r
+        )
+        self.rejected = Counter(
+            "headwater_events_rejected", "Invalid events refused", ["source"], registry=r
+        )
+        self.requests = Counter(
+            "headwater_requests", "Requests answered", ["route", "status"], registry=r
+        )
+        self.dedupe_bypassed = Counter(
+            "headwater_dedupe_bypassed",
+            "Events accepted without a Redis claim (Redis down)",
+            registry=r,
+        )
+        self.unavailable = Counter(
+            "headwater_unavailable", "Requests refused with 503", ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "headwater_dead_letters", "Rows written to ingest_errors", registry=r
+        )
+        self.dead_letter_failures = Counter(
+            "headwater_dead_letter_failures",
+            "ingest_errors rows that could not be written",
+            registry=r,
+        )
+        self.commit_rows = Histogram(
+            "headwater_commit_rows", "Rows per ClickHouse insert", buckets=_ROWS, registry=r
+        )
+        self.commit_seconds = Histogram(
+            "headwater_commit_seconds",
+            "Seconds per ClickHouse insert",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.commit_queue = Gauge(
+            "headwater_commit_queue_rows", "Rows waiting for an insert", registry=r
+        )
+        self.forward_sent = Counter(
+            "headwater_forward_sent", "Events forwarded to PostHog", registry=r
+        )
+        self.forward_failed = Counter(
+            "headwater_forward_failed", "Events PostHog did not take", registry=r
+        )
+        self.forward_dropped = Counter(
+            "headwater_forward_dropped",
+            "Events not forwarded: the forward queue was full",
+            registry=r,
+        )
+        self.plan_violations = Counter(
+            "headwater_tracking_plan_violations",
+            "Events that broke the tracking plan",
+            ["project", "policy"],
+            registry=r,
+        )
+
+    def flushed(self, rows: int, seconds: float) -> None:
+        """Record one group-commit insert."""
+        self.commit_rows.observe(rows)
+        self.commit_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

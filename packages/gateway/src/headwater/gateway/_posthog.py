@@ -1,0 +1,129 @@
+"""PostHog's capture API (`/e`, `/i/v0/e`, `/capture`, `/track`, `/batch`), so that
+posthog-python, posthog-js and posthog-node can send to the gateway unchanged."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from ._body import GZIP_MAGIC, gunzip
+from ._errors import BadPayload, UnsupportedMediaType
+from ._events import Incoming, Invalid, now, parse_sent_at
+
+_json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder()
+
+
+class PostHogBody(msgspec.Struct, kw_only=True):
+    """What a PostHog capture request carried."""
+
+    api_key: str | None
+    items: list[Incoming | Invalid]
+    sent_at: Any
+    lib: str
+
+
+def unwrap(body: bytes, *, query: dict[str, str], content_type: str, limit: int) -> bytes:
+    """The JSON text of a capture request: form or query `data=`, base64, gzip, or plain."""
+    compression = query.get("compression", "")
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        form = parse_qs(body.decode("latin-1"))
+        compression = form.get("compression", [compression])[0]
+        body = form.get("data", [""])[0].encode("latin-1")
+    if not body and query.get("data"):
+        body = query["data"].encode("latin-1")
+    if compression in ("gzip", "gzip-js") or body[:2] == GZIP_MAGIC:
+        return gunzip(body, limit=limit)
+    if compression not in ("", "base64"):
+        raise UnsupportedMediaType(f"compression {compression!r} is not supported (use gzip)")
+    if body[:1] not in (b"{", b"["):
+        try:
+            return base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise BadPayload(f"data is neither JSON nor base64: {exc}") from exc
+    return body
+
+
+def parse_posthog(text: bytes) -> PostHogBody:
+    """The events of a capture body: one event, an array, or `{api_key|token, batch, sent_at}`."""
+    try:
+        document = _json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BadPayload(f"body is not JSON: {exc}") from exc
+    envelope: dict[str, Any] = {}
+    if isinstance(document, dict) and isinstance(document.get("batch"), list):
+        envelope, events = document, document["batch"]
+    elif isinstance(document, dict):
+        events = [document]
+    elif isinstance(document, list):
+        events = document
+    else:
+        raise BadPayload("body must be a JSON object or array of events")
+    api_key = _api_key(envelope, events)
+    items = [_incoming(event) for event in events]
+    return PostHogBody(
+        api_key=api_key,
+        items=items,
+        sent_at=parse_sent_at(envelope.get("sent_at")),
+        lib=_lib(events),
+    )
+
+
+def _api_key(envelope: dict[str, Any], events: list[Any]) -> str | None:
+    for source in (envelope, *(e for e in events if isinstance(e, dict))):
+        properties = source.get("properties")
+        for value in (
+            source.get("api_key"),
+            source.get("token"),
+            source.get("$token"),
+            properties.get("token") if isinstance(properties, dict) else None,
+        ):
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def _incoming(event: Any) -> Incoming | Invalid:
+    raw = _encode.encode(event)
+    if not isinstance(event, dict):
+        return Invalid(reason="an event must be a JSON object", raw=raw)
+    properties = event.get("properties")
+    properties = dict(properties) if isinstance(properties, dict) else {}
+    distinct_id = (
+        event.get("distinct_id") or event.get("$distinct_id") or properties.get("distinct_id")
+    )
+    for key in ("$set", "$set_once"):
+        if isinstance(event.get(key), dict):
+            properties[key] = {**properties.get(key, {}), **event[key]}
+    for key in ("token", "distinct_id", "$token"):
+        properties.pop(key, None)
+    return Incoming(
+        event=event.get("event"),
+        distinct_id=str(distinct_id) if isinstance(distinct_id, int | float) else distinct_id,
+        properties=properties,
+        event_id=event.get("uuid"),
+        timestamp=_timestamp(event),
+        raw=raw,
+    )
+
+
+def _timestamp(event: dict[str, Any]) -> Any:
+    if event.get("timestamp"):
+        return event["timestamp"]
+    offset = event.get("offset")
+    if isinstance(offset, int | float):  # posthog-js: milliseconds ago
+        return now() - timedelta(milliseconds=offset)
+    return None
+
+
+def _lib(events: list[Any]) -> str:
+    for event in events:
+        properties = event.get("properties") if isinstance(event, dict) else None
+        if isinstance(properties, dict) and properties.get("$lib"):
+            return f"{properties['$lib']}/{properties.get('$lib_version', '')}".rstrip("/")
+    return "posthog"

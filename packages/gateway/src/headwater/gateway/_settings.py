@@ -1,0 +1,129 @@
+"""The gateway's settings: one typed value built from the environment at start-up.
+
+Variables carry the `HEADWATER_` prefix (`HEADWATER_REDIS_URL` sets `redis_url`); a TOML
+file named by `HEADWATER_CONFIG` may hold the same names in lower case (without the
+prefix), and the environment wins over it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ._errors import ConfigError
+
+PREFIX = "HEADWATER_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the gateway can be told."""
+
+    clickhouse_url: str = ""
+    clickhouse_database: str = "headwater"
+    clickhouse_cluster: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "hw"
+    redis_failure: Literal["accept", "reject"] = "accept"
+    write_keys: dict[str, str] = msgspec.field(default_factory=dict)
+    posthog_host: str = ""
+    posthog_api_key: str = ""
+    dedupe_ttl_seconds: int = 7 * 24 * 3600
+    dedupe_pending_seconds: int = 60
+    max_batch_body_bytes: int = 20_000_000
+    max_single_body_bytes: int = 2_000_000
+    max_event_bytes: int = 1_000_000
+    body_timeout_seconds: float = 30.0
+    commit_max_rows: int = 50_000
+    commit_max_bytes: int = 32_000_000
+    commit_max_delay_ms: int = 20
+    commit_queue_rows: int = 500_000
+    insert_deadline_seconds: float = 10.0
+    forward_queue_size: int = 100_000
+    tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)
+    tracking_policy: Literal["reject", "flag", "count"] = "count"
+    demo_write_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(
+                "HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or http(s)://user:pass@host:port/db,"
+                f" got {self.clickhouse_url!r}"
+            )
+        if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"HEADWATER_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+        if not self.clickhouse_database.replace("_", "").isalnum():
+            raise ConfigError(
+                f"HEADWATER_CLICKHOUSE_DATABASE must be letters, digits and _, "
+                f"got {self.clickhouse_database!r}"
+            )
+        for name in ("commit_max_rows", "commit_max_bytes", "commit_queue_rows", "max_event_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
+
+    @property
+    def embedded(self) -> bool:
+        """Whether ClickHouse runs in this process (chDB)."""
+        return self.clickhouse_url.startswith("chdb://")
+
+    def project_for(self, write_key: str) -> str | None:
+        """The project a write key belongs to, or None for an unknown key."""
+        return self.write_keys.get(write_key)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    ) -> Settings:
+        """Settings from `HEADWATER_*` variables (and the TOML file `HEADWATER_CONFIG` names)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if config := env.get(PREFIX + "CONFIG"):
+            values.update(_read_toml(Path(config)))
+        for field in msgspec.structs.fields(cls):
+            raw = env.get(PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse_write_keys(raw) if field.name == "write_keys" else raw
+        if not values.get("clickhouse_url"):
+            directory = (cwd or Path.cwd()) / ".headwater" / "clickhouse"
+            values["clickhouse_url"] = f"chdb://{directory}"
+        if not values.get("write_keys"):
+            demo = values.get("demo_write_key") or f"hw_demo_{secrets.token_hex(8)}"
+            values["demo_write_key"] = demo
+            values["write_keys"] = {demo: "demo"}
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"bad setting: {_name_field(str(exc))}") from exc
+
+
+def _parse_write_keys(raw: str) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        key, sep, project = pair.partition(":")
+        if not sep or not key or not project:
+            raise ConfigError(
+                f"HEADWATER_WRITE_KEYS must be key1:project1,key2:project2; {pair!r} is not"
+            )
+        keys[key] = project
+    return keys
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"HEADWATER_CONFIG={path}: {exc}") from exc
+
+
+def _name_field(message: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.commit_max_rows`": name the variable.
+    head, _, where = message.partition(" - at `$.")
+    field = where.rstrip("`").split(".")[0].split("[")[0]
+    return f"HEADWATER_{field.upper()}: {head}" if field else message
