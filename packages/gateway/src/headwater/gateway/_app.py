@@ -21,6 +21,7 @@ from ._body import decode_content, read_body
 from ._errors import RequestError, Unauthorized, Unavailable
 from ._events import Context, Incoming, Invalid, now
 from ._gateway import Gateway
+from ._logging import request_id_middleware
 from ._native import body_format, parse_native
 from ._posthog import parse_posthog, unwrap
 from ._segment import basic_auth_user, parse_segment
@@ -190,12 +191,19 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
 
     return Litestar(
         route_handlers=[native_events, posthog_capture, segment_track, healthz, readyz, metrics],
+        middleware=[request_id_middleware],
         lifespan=[lifespan],
         exception_handlers={RequestError: _request_error, Unavailable: _unavailable},
         request_max_body_size=None,  # each route enforces its own limit while streaming
+        logging_config=None,  # the process configures logging (JSON lines under `serve`)
         openapi_config=OpenAPIConfig(title="Headwater gateway", version="0.1.0"),
         debug=False,
     )
+
+
+def app_from_env() -> Litestar:
+    """The app for each worker process of `headwater serve --workers N`."""
+    return create_app(Settings.from_env())
 
 
 def _request_error(_: Request[Any, Any, Any], exc: RequestError) -> Response[dict[str, str]]:
