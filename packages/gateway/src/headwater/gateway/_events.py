@@ -134,7 +134,8 @@ def _timestamp(value: Any, ctx: Context) -> datetime | None:
     if value > ctx.received_at + MAX_FUTURE:
         return ctx.received_at
     corrected: datetime = value.astimezone(UTC)
-    return corrected
+    # The column keeps milliseconds: so must everything that reports or forwards the row.
+    return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
 
 
 def parse_sent_at(value: Any) -> datetime | None:

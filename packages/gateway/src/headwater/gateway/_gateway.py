@@ -116,6 +116,7 @@ def _dedupe_store(settings: Settings) -> DedupeStore:
     if settings.redis_url:
         return RedisDedupeStore(
             settings.redis_url,
+            prefix=settings.redis_prefix,
             ttl=settings.dedupe_ttl_seconds,
             pending_ttl=settings.dedupe_pending_seconds,
         )

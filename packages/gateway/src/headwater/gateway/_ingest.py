@@ -69,7 +69,7 @@ class Ingestor:
             if isinstance(outcome, EventRow):
                 rows.append(outcome)
                 continue
-            event_id = item.event_id if isinstance(item.event_id, str) else None
+            event_id = item.event_id if isinstance(item.event_id, str) and item.event_id else None
             rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
             dead.append(_dead_letter(ctx, index, outcome, item.raw))
         fresh, duplicates = await self._store(rows)

@@ -1,0 +1,78 @@
+"""A stand-in for PostHog's cloud on loopback: its `/batch/` endpoint, recording batches."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class PostHogStandIn:
+    """Records what arrives at `/batch/`; `status` is what it answers (200 by default)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.status = 200
+        self.arrived = threading.Condition()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        with self.arrived:
+            return [event for body in self.bodies for event in body["batch"]]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The events once `count` have arrived (or what arrived by `timeout`)."""
+        with self.arrived:
+            self.arrived.wait_for(
+                lambda: sum(len(b["batch"]) for b in self.bodies) >= count, timeout
+            )
+        return self.events
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if standin.status == 200 and self.path == "/batch/":
+                    with standin.arrived:
+                        standin.bodies.append(json.loads(body))
+                        standin.arrived.notify_all()
+                reply = b'{"status": 1}' if standin.status == 200 else b'{"error": "down"}'
+                self.send_response(standin.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        return Handler
+
+
+@contextmanager
+def posthog_standin() -> Iterator[PostHogStandIn]:
+    standin = PostHogStandIn()
+    thread = threading.Thread(
+        target=standin._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield standin
+    finally:
+        standin._server.shutdown()
+        standin._server.server_close()

@@ -1,0 +1,93 @@
+"""Forwarding stored events to PostHog (a stand-in on loopback speaking its /batch/ API)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import httpx
+
+from headwater.sdk import Client, ClientOptions
+
+from ..sdk.events import OrderCompleted
+from .conftest import WRITE_KEY, GatewayFactory
+from .posthog_standin import posthog_standin
+
+
+def metric(url: str, name: str) -> float:
+    """The value of an unlabelled metric on /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, flags=re.MULTILINE)
+    assert match is not None, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def test_stored_events_reach_posthog_with_the_same_ids(start_gateway: GatewayFactory) -> None:
+    with posthog_standin() as posthog:
+        gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
+        hw = Client(WRITE_KEY, host=gw.url, options=ClientOptions(flush_interval=60))
+        when = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+        order = hw.track(
+            OrderCompleted(order_id="o1", revenue_cents=5), distinct_id="u1", timestamp=when
+        )
+        ident = hw.identify("u1", {"plan": "pro"}, timestamp=when)
+        assert hw.flush(timeout=10)
+        hw.shutdown()
+        events = posthog.wait_for(2)
+    assert posthog.bodies[0]["api_key"] == "phc_test"
+    stored = dict(gw.rows("SELECT toString(event_id), timestamp FROM {db}.events"))
+    assert sorted(
+        (e["uuid"], e["event"], e["distinct_id"], e["properties"], e.get("$set"), e["type"])
+        for e in events
+    ) == sorted(
+        [
+            (
+                order,
+                "order_completed",
+                "u1",
+                {"order_id": "o1", "revenue_cents": 5, "coupon": None},
+                None,
+                "capture",
+            ),
+            (ident, "$identify", "u1", {"$set": {"plan": "pro"}}, {"plan": "pro"}, "capture"),
+        ]
+    )
+    for e in events:  # the stored (skew-corrected) time, as ISO 8601 in UTC
+        assert datetime.fromisoformat(e["timestamp"]) == stored[e["uuid"]].replace(tzinfo=UTC)
+    assert metric(gw.url, "headwater_forward_sent_total") == 2.0
+
+
+def test_posthog_down_never_fails_ingestion(start_gateway: GatewayFactory) -> None:
+    with posthog_standin() as posthog:
+        posthog.status = 503
+        gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
+        hw = Client(WRITE_KEY, host=gw.url, options=ClientOptions(flush_interval=60))
+        sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(3)]
+        assert hw.flush(timeout=10)
+        hw.shutdown()
+        assert hw.stats().sent == 3
+        stored = {r[0] for r in gw.rows("SELECT toString(event_id) FROM {db}.events")}
+        assert stored == set(sent)
+        gw.gateway.forwarder.stop(timeout=20)  # let the retries run out
+    assert metric(gw.url, "headwater_forward_failed_total") == 3.0
+    assert metric(gw.url, "headwater_forward_sent_total") == 0.0
+
+
+def test_a_full_forward_queue_drops_and_counts(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(
+        posthog_host="http://127.0.0.1:9", posthog_api_key="phc_test", forward_queue_size=1
+    )
+    hw = Client(
+        WRITE_KEY, host=gw.url, options=ClientOptions(flush_interval=60, max_batch_events=1)
+    )
+    for n in range(6):
+        hw.capture("e", distinct_id="u", properties={"n": n})
+    assert hw.flush(timeout=20)
+    hw.shutdown()
+    assert len(gw.rows("SELECT event_id FROM {db}.events")) == 6
+    gw.gateway.forwarder.stop(timeout=30)
+    sent = metric(gw.url, "headwater_forward_sent_total")
+    failed = metric(gw.url, "headwater_forward_failed_total")
+    dropped = metric(gw.url, "headwater_forward_dropped_total")
+    assert (sent, failed + dropped) == (0.0, 6.0)
+    assert dropped >= 1.0

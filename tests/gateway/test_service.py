@@ -1,0 +1,152 @@
+"""Health, readiness, metrics, the OpenAPI document, request ids, migrations, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from headwater.gateway import ClickHouse, migrate
+from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
+from headwater.gateway._committer import GroupCommitter
+from headwater.gateway._sink import ClickHouseSink
+
+from .conftest import GatewayFactory
+
+
+def test_health_and_readiness(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gw.url}/readyz")
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {
+            "ready": True,
+            "clickhouse": "ok",
+            "redis": "ok",
+            "dedupe_degraded": False,
+            "queued_rows": 0,
+        },
+    )
+    embedded = start_gateway(redis=False)
+    assert httpx.get(f"{embedded.url}/readyz").json()["redis"] == "in-process"
+
+
+def test_metrics_count_what_happened(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    body = {
+        "batch": [
+            {"type": "track", "event": "e", "distinct_id": "u"},
+            {"type": "track", "event": "", "distinct_id": "u"},
+        ]
+    }
+    answer = httpx.post(
+        f"{gw.url}/v1/events", json=body, headers={"Authorization": "Bearer test-key"}
+    )
+    assert answer.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [{"index": 1, "reason": "event is required and must be a non-empty string"}],
+    }
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'headwater_events_received_total{source="native"} 2.0' in text
+    assert 'headwater_events_accepted_total{source="native"} 1.0' in text
+    assert 'headwater_events_rejected_total{source="native"} 1.0' in text
+    assert "headwater_dead_letters_total 1.0" in text
+    assert "headwater_commit_rows_count 1.0" in text
+
+
+def test_openapi_document_lists_every_endpoint(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    document = httpx.get(f"{gw.url}/schema/openapi.json").json()
+    paths = set(document["paths"])
+    expected = {"/v1/events", "/healthz", "/readyz", "/metrics", "/batch", "/e", "/i/v0/e"}
+    assert expected | {"/v1/batch", "/v1/identify"} <= paths
+    assert document["info"]["title"] == "Headwater gateway"
+
+
+def test_request_ids_are_echoed_or_made(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    assert (
+        httpx.get(f"{gw.url}/healthz", headers={"X-Request-Id": "abc123"}).headers["x-request-id"]
+        == "abc123"
+    )
+    assert len(httpx.get(f"{gw.url}/healthz").headers["x-request-id"]) == 32
+
+
+def test_unknown_write_key_is_a_401_naming_it(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    body: dict[str, list[object]] = {"batch": []}
+    missing = httpx.post(f"{gw.url}/v1/events", json=body)
+    unknown = httpx.post(f"{gw.url}/v1/events", json=body, headers={"Authorization": "Bearer nope"})
+    assert (missing.status_code, missing.json()) == (401, {"error": "missing write key"})
+    assert (unknown.status_code, unknown.json()) == (401, {"error": "unknown write key"})
+
+
+def test_migrations_are_versioned_and_idempotent(clickhouse: ClickHouse) -> None:
+    db = clickhouse.sharing(database="hw_migrations")
+    db.command("DROP DATABASE IF EXISTS hw_migrations")
+    assert migrate(db) == [1, 2]
+    assert migrate(db) == []
+    assert db.rows(
+        "SELECT version, name FROM hw_migrations.schema_migrations FINAL ORDER BY version"
+    ) == [
+        (1, "events"),
+        (2, "ingest_errors"),
+    ]
+    (engine,) = db.rows(
+        "SELECT engine_full FROM system.tables WHERE database = 'hw_migrations' AND name = 'events'"
+    )[0]
+    assert engine.startswith(
+        "ReplacingMergeTree(inserted_at) PARTITION BY toYYYYMM(timestamp) "
+        "ORDER BY (project, toDate(timestamp), event, cityHash64(distinct_id), event_id)"
+    )
+
+
+def test_cluster_migrations_use_replicated_and_distributed_tables() -> None:
+    (_, _, events), (_, _, errors) = migrations("hw", cluster="prod")
+    assert "CREATE TABLE IF NOT EXISTS hw.events_local ON CLUSTER 'prod'" in events[0]
+    zoo = "'/clickhouse/tables/{shard}/hw/events_local', '{replica}'"
+    assert f"ENGINE = ReplicatedReplacingMergeTree({zoo}, inserted_at)" in events[0]
+    assert events[1] == (
+        "CREATE TABLE IF NOT EXISTS hw.events ON CLUSTER 'prod' AS hw.events_local"
+        " ENGINE = Distributed('prod', hw, events_local, cityHash64(distinct_id))"
+    )
+    assert (
+        "ReplicatedMergeTree('/clickhouse/tables/{shard}/hw/ingest_errors_local', '{replica}')"
+        in errors[0]
+    )
+
+
+def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
+    db = clickhouse.sharing(database="hw_drain")
+    db.command("DROP DATABASE IF EXISTS hw_drain")
+    migrate(db)
+    sink = ClickHouseSink(db)
+
+    def line(n: int) -> bytes:
+        event_id = f"0193aaaa-0000-7000-8000-0000000000{n:02d}"
+        times = ["2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z"]
+        return json.dumps(["p", event_id, "e", "u", *times, "{}", "lib", "native"]).encode()
+
+    async def scenario() -> None:
+        committer = GroupCommitter(
+            sink.insert_events,
+            max_rows=1000,
+            max_bytes=10**6,
+            max_delay=60.0,
+            queue_rows=10**6,
+            deadline=5.0,
+        )
+        committer.start()
+        waiters = [asyncio.create_task(committer.submit([line(n)])) for n in range(3)]
+        await asyncio.sleep(0)  # the three requests are waiting; the 60 s delay has not passed
+        await committer.drain()
+        await asyncio.gather(*waiters)
+
+    asyncio.run(scenario())
+    assert len(EVENT_COLUMNS) == 9
+    assert db.rows("SELECT toString(event_id) FROM hw_drain.events ORDER BY event_id") == [
+        (f"0193aaaa-0000-7000-8000-0000000000{n:02d}",) for n in range(3)
+    ]
