@@ -46,8 +46,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_queue_rows: int = 500_000
     insert_deadline_seconds: float = 10.0
     forward_queue_size: int = 100_000
-    tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)
+    tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)  # project → plan file
     tracking_policy: Literal["reject", "flag", "count"] = "count"
+    tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
     demo_write_key: str = ""
 
     def __post_init__(self) -> None:
@@ -88,7 +89,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for field in msgspec.structs.fields(cls):
             raw = env.get(PREFIX + field.name.upper())
             if raw is not None:
-                values[field.name] = _parse_write_keys(raw) if field.name == "write_keys" else raw
+                values[field.name] = _pairs(field.name, raw) if field.name in _PAIRS else raw
         if not values.get("clickhouse_url"):
             directory = (cwd or Path.cwd()) / ".headwater" / "clickhouse"
             values["clickhouse_url"] = f"chdb://{directory}"
@@ -102,16 +103,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"bad setting: {_name_field(str(exc))}") from exc
 
 
-def _parse_write_keys(raw: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
+_PAIRS = {"write_keys": "key1:project1,key2:project2", "tracking_plans": "project1:/plan.json,…"}
+
+
+def _pairs(name: str, raw: str) -> dict[str, str]:
+    """`a:b,c:d` → {a: b, c: d} (split at the first colon, so paths may hold colons)."""
+    pairs: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
-        key, sep, project = pair.partition(":")
-        if not sep or not key or not project:
-            raise ConfigError(
-                f"HEADWATER_WRITE_KEYS must be key1:project1,key2:project2; {pair!r} is not"
-            )
-        keys[key] = project
-    return keys
+        key, sep, value = pair.partition(":")
+        if not sep or not key or not value:
+            raise ConfigError(f"HEADWATER_{name.upper()} must be {_PAIRS[name]}; {pair!r} is not")
+        pairs[key] = value
+    return pairs
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""Tracking plans: the JSON Schema of a project's typed events (`headwater schema export`).
+
+A plan maps event names to the schema of their properties. `check()` says what is wrong
+with an event against it; what happens then (reject, flag, count) is the policy's call.
+Event names starting with `$` (identify, alias, page views …) are not the plan's business.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import msgspec
+
+from ._errors import ConfigError
+
+UNKNOWN = "unknown event"
+
+
+class TrackingPlan:
+    """Validators for one project's events, compiled once."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        events = document.get("events")
+        if not isinstance(events, dict):
+            raise ConfigError(
+                "a tracking plan needs an `events` object (see `headwater schema export`)"
+            )
+        defs = document.get("$defs", {})
+        try:
+            self._validators = {
+                name: jsonschema_rs.validator_for({**ref, "$defs": defs})
+                for name, ref in events.items()
+            }
+        except (ValueError, jsonschema_rs.ReferencingError) as exc:
+            raise ConfigError(f"the tracking plan is not valid JSON Schema: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> TrackingPlan:
+        """Read a plan file; a missing or malformed one stops start-up with its name."""
+        try:
+            document = msgspec.json.decode(path.read_bytes())
+        except (OSError, msgspec.DecodeError) as exc:
+            raise ConfigError(f"tracking plan {path}: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ConfigError(f"tracking plan {path}: not a JSON object")
+        return cls(document)
+
+    def check(self, event: str, properties: dict[str, Any]) -> str | None:
+        """None when `event` follows the plan; else what is wrong (`UNKNOWN` for a new name)."""
+        if event.startswith("$"):
+            return None
+        validator = self._validators.get(event)
+        if validator is None:
+            return UNKNOWN
+        for error in validator.iter_errors(properties):
+            where = ".".join(str(p) for p in error.instance_path)
+            return f"properties{'.' + where if where else ''}: {error.message}"
+        return None
