@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,12 +41,18 @@ def unwrap(body: bytes, *, query: dict[str, str], content_type: str, limit: int)
         return gunzip(body, limit=limit)
     if compression not in ("", "base64"):
         raise UnsupportedMediaType(f"compression {compression!r} is not supported (use gzip)")
-    if body[:1] not in (b"{", b"["):
-        try:
-            return base64.b64decode(body, validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise BadPayload(f"data is neither JSON nor base64: {exc}") from exc
-    return body
+    if body.lstrip()[:1] in (b"{", b"["):
+        return body
+    return _base64(body.strip())
+
+
+def _base64(data: bytes) -> bytes:
+    # Base64 never holds a space: one is a `+` that form decoding turned into a space.
+    data = data.replace(b" ", b"+")
+    try:
+        return base64.b64decode(data + b"=" * (-len(data) % 4), validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise BadPayload(f"data is neither JSON nor base64: {exc}") from exc
 
 
 def parse_posthog(text: bytes) -> PostHogBody:
@@ -64,12 +70,11 @@ def parse_posthog(text: bytes) -> PostHogBody:
         events = document
     else:
         raise BadPayload("body must be a JSON object or array of events")
-    api_key = _api_key(envelope, events)
-    items = [_incoming(event) for event in events]
+    sent_at = parse_sent_at(envelope.get("sent_at"))
     return PostHogBody(
-        api_key=api_key,
-        items=items,
-        sent_at=parse_sent_at(envelope.get("sent_at")),
+        api_key=_api_key(envelope, events),
+        items=[_incoming(event, sent_at) for event in events],
+        sent_at=sent_at,
         lib=_lib(events),
     )
 
@@ -88,18 +93,19 @@ def _api_key(envelope: dict[str, Any], events: list[Any]) -> str | None:
     return None
 
 
-def _incoming(event: Any) -> Incoming | Invalid:
+def _incoming(event: Any, sent_at: datetime | None) -> Incoming | Invalid:
     raw = _encode.encode(event)
     if not isinstance(event, dict):
         return Invalid(reason="an event must be a JSON object", raw=raw)
     properties = event.get("properties")
     properties = dict(properties) if isinstance(properties, dict) else {}
-    distinct_id = (
-        event.get("distinct_id") or event.get("$distinct_id") or properties.get("distinct_id")
+    distinct_id = _first(
+        event.get("distinct_id"), event.get("$distinct_id"), properties.get("distinct_id")
     )
     for key in ("$set", "$set_once"):
         if isinstance(event.get(key), dict):
-            properties[key] = {**properties.get(key, {}), **event[key]}
+            earlier = properties.get(key)
+            properties[key] = {**(earlier if isinstance(earlier, dict) else {}), **event[key]}
     for key in ("token", "distinct_id", "$token"):
         properties.pop(key, None)
     return Incoming(
@@ -107,17 +113,28 @@ def _incoming(event: Any) -> Incoming | Invalid:
         distinct_id=str(distinct_id) if isinstance(distinct_id, int | float) else distinct_id,
         properties=properties,
         event_id=event.get("uuid"),
-        timestamp=_timestamp(event),
+        timestamp=_timestamp(event, sent_at),
         raw=raw,
     )
 
 
-def _timestamp(event: dict[str, Any]) -> Any:
+def _first(*values: Any) -> Any:
+    """The first value that is set: a distinct id of 0 is an id, an empty string is not."""
+    return next((value for value in values if value is not None and value != ""), None)
+
+
+def _timestamp(event: dict[str, Any], sent_at: datetime | None) -> Any:
     if event.get("timestamp"):
         return event["timestamp"]
     offset = event.get("offset")
-    if isinstance(offset, int | float):  # posthog-js: milliseconds ago
-        return now() - timedelta(milliseconds=offset)
+    if isinstance(offset, int | float) and not isinstance(offset, bool):
+        # posthog-js: milliseconds before sending. PostHog reads it as `now - offset` with
+        # no clock-skew correction; the gateway adds `received_at - sent_at` to every
+        # timestamp, so start from `sent_at` and the sum comes out at `received_at - offset`.
+        try:
+            return (sent_at or now()) - timedelta(milliseconds=offset)
+        except OverflowError:  # PostHog falls back to `now` for an offset out of range
+            return None
     return None
 
 

@@ -17,6 +17,7 @@ _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
 
 KINDS = ("track", "identify", "page", "screen", "alias", "group")
+ENVELOPE_KEYS = ("writeKey", "sentAt")  # of the request, not of its message
 
 
 class SegmentBody(msgspec.Struct, kw_only=True):
@@ -52,7 +53,8 @@ def parse_segment(text: bytes, *, kind: str | None) -> SegmentBody:
         if not isinstance(messages, list):
             raise BadPayload("a /v1/batch body needs a `batch` array")
     else:
-        messages = [{**document, "type": kind}]
+        message = {k: v for k, v in document.items() if k not in ENVELOPE_KEYS}
+        messages = [{**message, "type": kind}]
     context = document.get("context")
     shared: dict[str, Any] = context if isinstance(context, dict) else {}
     return SegmentBody(
@@ -71,7 +73,8 @@ def _incoming(message: Any, shared: dict[str, Any]) -> Incoming | Invalid:
     if kind not in KINDS:
         return Invalid(reason=f"type must be one of {', '.join(KINDS)}, got {kind!r}", raw=raw)
     name, properties = _name_and_properties(kind, message)
-    context = {**shared, **(message.get("context") or {})}
+    own = message.get("context")
+    context = {**shared, **(own if isinstance(own, dict) else {})}
     if context:
         properties["$context"] = context
     distinct_id = message.get("userId") or message.get("anonymousId")
@@ -94,8 +97,9 @@ def _name_and_properties(kind: str, message: dict[str, Any]) -> tuple[Any, dict[
     if kind == "identify":
         return "$identify", {**properties, "$set": traits}
     if kind in ("page", "screen"):
-        if message.get("name"):
-            properties["name"] = message["name"]
+        for key in ("name", "category"):
+            if message.get(key):
+                properties[key] = message[key]
         return ("$pageview" if kind == "page" else "$screen"), properties
     if kind == "alias":
         return "$create_alias", {**properties, "alias": message.get("previousId")}
