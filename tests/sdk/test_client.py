@@ -516,14 +516,19 @@ def test_the_sdk_logs_on_its_own_logger_only(
     root_handlers = list(logging.getLogger().handlers)
     hw = make_client()
     with caplog.at_level(logging.WARNING, logger="headwater.sdk"):
-        hw.capture("e", distinct_id="")
+        for _ in range(3):  # one line, not three: an outage must not flood the log
+            hw.capture("e", distinct_id="")
     assert [(r.name, r.getMessage()) for r in caplog.records] == [
-        ("headwater.sdk", "event not accepted: distinct_id must be a non-empty string, got ''")
+        (
+            "headwater.sdk",
+            "event not accepted: distinct_id must be a non-empty string, got '' "
+            "(further refusals counted in stats())",
+        )
     ]
+    assert hw.stats().dropped_by_reason == {"invalid": 3}
     assert logging.getLogger().handlers == root_handlers
-    assert any(
-        isinstance(h, logging.NullHandler) for h in logging.getLogger("headwater.sdk").handlers
-    )
+    handlers = logging.getLogger("headwater.sdk").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)
 
 
 def test_server_error_carries_status_and_retry_after() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from ._errors import (
 from ._event import Event
 from ._ids import new_event_id, reseed_after_fork
 from ._options import ClientOptions
-from ._properties import find_unencodable, holds_non_finite
+from ._properties import find_unencodable, holds_non_finite, may_hold_non_finite
 from ._queue import EventQueue
 from ._spool import Spool
 from ._stats import Counters, DropReason, Stats
@@ -36,6 +37,7 @@ logger = logging.getLogger("headwater.sdk")
 BeforeSend = Callable[[AnyMessage], AnyMessage | None]
 
 MAX_NAME_LENGTH = 200
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between two "event not accepted" log lines
 
 
 def utc(timestamp: datetime) -> datetime:
@@ -90,6 +92,7 @@ class ClientBase:
         self._json = options.encoding == "json"
         self._max_event_bytes = options.max_event_bytes
         self._counters = Counters()
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL
         self._queue = self._new_queue()
         self._spool: Spool | None = None
         _forked_children_reset.add(self)
@@ -147,7 +150,7 @@ class ClientBase:
     ) -> str | None:
         """Queue a typed event; returns its id, or None when it was not accepted."""
         # A typed event is a Struct that msgspec encodes as the properties object.
-        properties = cast(dict[str, Any], event)
+        properties = cast("dict[str, Any]", event)
         return self._emit(
             Track,
             event.__event_name__,
@@ -267,7 +270,13 @@ class ClientBase:
                 f"over max_event_bytes={self._max_event_bytes}"
             )
         # msgspec writes NaN and infinities as null in JSON: refuse rather than lose them.
-        if self._json and b"null" in data and holds_non_finite(message.properties):
+        properties = message.properties
+        if (
+            self._json
+            and may_hold_non_finite(properties)
+            and b"null" in data
+            and holds_non_finite(properties)
+        ):
             where = find_unencodable(message.properties, json=True)
             raise EventEncodingError(f"event {message.event!r}: {where}")
         return data
@@ -281,7 +290,11 @@ class ClientBase:
         self._counters.error(exc)
         if self.debug:
             raise exc
-        logger.warning("event not accepted: %s", exc)
+        # One line per refused event would flood the log in an outage: stats() counts each.
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged_at = now
+            logger.warning("event not accepted: %s (further refusals counted in stats())", exc)
 
     # -- fork ------------------------------------------------------------------
 

@@ -70,6 +70,11 @@ def find_unencodable(value: Any, *, json: bool, path: str = "properties") -> str
     return None
 
 
+def may_hold_non_finite(value: Any) -> bool:
+    """False for a typed event whose fields cannot hold a float: no scan needed at all."""
+    return not (isinstance(value, msgspec.Struct) and _float_free(type(value)))
+
+
 def holds_non_finite(value: Any) -> bool:
     """Whether a NaN or an infinity hides anywhere in `value` (the hot path's quick scan)."""
     kind = type(value)
