@@ -1,0 +1,255 @@
+"""The models: their SQL (one file each under `sql/`), their tables, and which day
+partitions a run must rebuild when events of some days changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from importlib.resources import files
+from typing import Literal
+
+from ._config import Funnel, ModelConfig
+
+EPOCH = "1970-01-01 00:00:00.000"
+FOREVER = "2299-12-31 00:00:00.000"
+
+Partitioning = Literal["day", "whole"]
+
+
+@cache
+def sql_file(name: str) -> str:
+    """The SQL text of `sql/<name>.sql`."""
+    return files("headwater.modeler").joinpath("sql", f"{name}.sql").read_text()
+
+
+def events_between(db: str, config: ModelConfig, start: str, end: str) -> str:
+    """`stg_events` for events with `start <= timestamp < end`, as a subquery."""
+    m = config.measures
+    body = sql_file("stg_events").format(
+        db=db,
+        start=start,
+        end=end,
+        duration_seconds=m.duration_seconds,
+        items_count=m.items_count,
+        revenue_cents=m.revenue_cents,
+    )
+    return f"(\n{body}\n)"
+
+
+def quote(text: str) -> str:
+    """`text` as a ClickHouse string literal (event and funnel names come from users)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _day(d: date) -> str:
+    return d.isoformat()
+
+
+def _ts(d: date) -> str:
+    return f"{d.isoformat()} 00:00:00.000"
+
+
+@dataclass(frozen=True)
+class Span:
+    """What a run knows about the data: its first and last day, and the days that changed."""
+
+    first_day: date
+    last_day: date
+    changed: frozenset[date]
+    identified_from: date | None  # the earliest day with a changed $identify
+
+
+@dataclass(frozen=True)
+class Model:
+    """A mart: its name, partitioning, key, and how to select its rows."""
+
+    name: str
+    partitioning: Partitioning
+    partition_column: str  # the Date column partitions are made of ('' for whole tables)
+    order_by: str
+    engine: str = "MergeTree"
+
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        """The rows of partitions `start..end` (for whole tables: the whole table)."""
+        raise NotImplementedError
+
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        """The day partitions to rebuild (ignored for whole tables)."""
+        return sorted(span.changed)
+
+    def ddl_options(self) -> str:
+        partition = (
+            f"PARTITION BY toYYYYMMDD({self.partition_column})" if self.partition_column else ""
+        )
+        return f"ENGINE = {self.engine} {partition} ORDER BY ({self.order_by})"
+
+
+class DimDate(Model):
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        holidays = ", ".join(f"toDate('{d.isoformat()}')" for d in config.calendar.holidays)
+        return sql_file("dim_date").format(
+            holidays=holidays,
+            first_day=_day(date(span.first_day.year - 1, 1, 1)),
+            last_day=_day(date(span.last_day.year + 1, 12, 31)),
+        )
+
+
+class DimUsers(Model):
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        traits = config.traits
+        values = ",\n            ".join(
+            f"if(JSONHas(properties, '$set', '{t}'), JSONExtractString(properties, '$set', '{t}'),"
+            f" NULL) AS {t}"
+            for t in traits
+        )
+        carry = ",\n            ".join(
+            f"anyLast({t}) OVER (PARTITION BY project, user_id ORDER BY timestamp, event_id"
+            f" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {t}"
+            for t in traits
+        )
+        columns = ",\n    ".join(
+            "parseDateTime64BestEffortOrNull(signed_up_at, 3, 'UTC') AS signed_up_at"
+            if t == "signed_up_at"
+            else t
+            for t in traits
+        )
+        return sql_file("dim_users").format(
+            events=events_between(db, config, EPOCH, FOREVER),
+            trait_values=values,
+            trait_carry=carry,
+            trait_list=", ".join(f"ifNull({t}, '')" for t in traits),
+            trait_columns=columns,
+        )
+
+
+class DayModel(Model):
+    """A model whose rows for day D come from the events of day D."""
+
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        events = events_between(db, config, _ts(start), _ts(end + timedelta(days=1)))
+        return sql_file(self.name).format(db=db, events=events)
+
+
+class FactUserActions(DayModel):
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        days = set(span.changed)
+        if span.identified_from is not None:  # a new user version re-keys later events
+            days |= set(_days(span.identified_from, span.last_day))
+        return sorted(days)
+
+
+class DailyActiveUsers(DayModel):
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        oldest = span.last_day - timedelta(days=config.active_window_days - 1)
+        days = set(span.changed)
+        if span.identified_from is not None:  # the current plan may have changed: every day
+            days |= set(_days(span.first_day, span.last_day))
+        return sorted(d for d in days if d >= oldest)
+
+
+class ActiveUsers(Model):
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        events = events_between(
+            db, config, _ts(start - timedelta(days=29)), _ts(end + timedelta(days=1))
+        )
+        return sql_file("metrics_active_users").format(
+            db=db, events=events, start_day=_day(start), end_day=_day(end)
+        )
+
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        days: set[date] = set()
+        for day in span.changed:
+            days |= set(_days(day, min(day + timedelta(days=29), span.last_day)))
+        return sorted(days)
+
+
+class RetentionCohorts(Model):
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        r = config.retention
+        start_filter = f"WHERE event = {quote(r.start_event)}" if r.start_event else ""
+        parts = []
+        for granularity, unit, step, periods in (
+            ("day", "toDate", 1, r.day_periods),
+            ("week", "toMonday", 7, r.week_periods),
+        ):
+            parts.append(
+                sql_file("retention_cohorts").format(
+                    events=events_between(db, config, EPOCH, FOREVER),
+                    start_what=f"{r.start_event!r} event" if r.start_event else "event",
+                    start_filter=start_filter,
+                    granularity=granularity,
+                    unit=unit,
+                    days_per_period=step,
+                    periods=periods,
+                    last_day=_day(span.last_day),
+                    start_day=_day(start),
+                    end_day=_day(end),
+                )
+            )
+        return "\nUNION ALL\n".join(f"SELECT * FROM (\n{p}\n)" for p in parts)
+
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        r = config.retention
+        reach = max(r.day_periods, r.week_periods * 7 + 6)
+        first = max(span.first_day, min(span.changed) - timedelta(days=reach))
+        return _days(first, span.last_day)
+
+
+class FunnelConversions(Model):
+    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+        return "\nUNION ALL\n".join(
+            f"SELECT * FROM (\n{self._one(db, config, funnel, start, end)}\n)"
+            for funnel in config.funnels
+        )
+
+    def _one(self, db: str, config: ModelConfig, funnel: Funnel, start: date, end: date) -> str:
+        reach = timedelta(days=funnel.window_seconds // 86_400 + 2)
+        steps = "[" + ", ".join(quote(step) for step in funnel.steps) + "]"
+        return sql_file("funnel_conversions").format(
+            events=events_between(db, config, _ts(start), _ts(end + reach)),
+            steps=steps,
+            window_ms=funnel.window_seconds * 1000,
+            funnel=quote(funnel.name),
+            start_day=_day(start),
+            end_day=_day(end),
+        )
+
+    def affected(self, config: ModelConfig, span: Span) -> list[date]:
+        longest = max(f.window_seconds for f in config.funnels)
+        back = timedelta(days=longest // 86_400 + 1)
+        days: set[date] = set()
+        for day in span.changed:
+            days |= set(_days(max(span.first_day, day - back), day))
+        return sorted(days)
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+MODELS: tuple[Model, ...] = (
+    DimDate("dim_date", "whole", "", "full_date"),
+    DimUsers("dim_users", "whole", "", "project, user_id, valid_from"),
+    FactUserActions("fact_user_actions", "day", "day", "project, day, user_id, event_id"),
+    DailyActiveUsers(
+        "fct_daily_active_users", "day", "activity_date", "project, activity_date, user_id"
+    ),
+    DayModel("agg_daily_events", "day", "day", "project, day, event"),
+    ActiveUsers("metrics_active_users", "day", "day", "project, day"),
+    RetentionCohorts(
+        "retention_cohorts", "day", "cohort_start", "project, granularity, cohort_start, period"
+    ),
+    FunnelConversions(
+        "funnel_conversions", "day", "cohort_day", "project, funnel, cohort_day, step"
+    ),
+)
+"""Every model, in dependency order."""
+
+
+def model(name: str) -> Model:
+    """The model called `name`."""
+    for candidate in MODELS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no model named {name!r}; models: {', '.join(m.name for m in MODELS)}")
