@@ -1,0 +1,160 @@
+"""`headwater model …`, added to the `headwater` command."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ._clickhouse import ClickHouse
+from ._errors import ModelerError
+from ._models import MODELS, Span, model
+from ._runner import Runner, RunReport
+from ._schedule import Timer
+from ._settings import ModelerSettings
+
+model_app = typer.Typer(help="Build and inspect the marts.", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the modeler's commands to the root command line."""
+    app.add_typer(model_app, name="model")
+
+
+def _runner() -> tuple[Runner, ClickHouse, ModelerSettings]:
+    try:
+        settings = ModelerSettings.from_env()
+        config = settings.model_config()
+        clickhouse = ClickHouse.connect(
+            settings.clickhouse_url, database=settings.clickhouse_database
+        )
+    except ModelerError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    return Runner(clickhouse, config, lock=settings.run_lock()), clickhouse, settings
+
+
+def print_report(report: RunReport, console: Console) -> None:
+    """The models a run built, as a table."""
+    if report.skipped:
+        console.print("nothing to do: no event arrived since the last run")
+        return
+    table = Table(title=f"model run {report.run_id}")
+    for column in ("model", "partitions", "rows", "seconds"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for result in report.results:
+        table.add_row(
+            result.model, str(result.partitions), f"{result.rows:,}", f"{result.seconds:.2f}"
+        )
+    console.print(table)
+
+
+@model_app.command("run")
+def run(
+    start: Annotated[
+        date | None, typer.Option("--from", formats=["%Y-%m-%d"], help="backfill from this day")
+    ] = None,
+    end: Annotated[
+        date | None, typer.Option("--to", formats=["%Y-%m-%d"], help="backfill to this day")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="rebuild every partition")] = False,
+) -> None:
+    """Bring the stale models up to date, in dependency order (or backfill --from/--to)."""
+    runner, clickhouse, _ = _runner()
+    console = Console()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        task = bar.add_task("models", total=len(MODELS))
+
+        def progress(name: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"model {name}")
+
+        try:
+            report = runner.run(full=full, since=start, until=end, progress=progress)
+        except ModelerError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+        finally:
+            clickhouse.close()
+    print_report(report, console)
+
+
+@model_app.command("status")
+def status(limit: Annotated[int, typer.Option(help="latest ledger rows")] = 20) -> None:
+    """The latest runs from the ledger, and the modeled position in events."""
+    runner, clickhouse, settings = _runner()
+    db = settings.clickhouse_database
+    runner.ledger.create()
+    table = Table(title=f"model runs in {db}")
+    for column in ("started", "run", "model", "partitions", "status", "rows", "ms", "error"):
+        table.add_column(column)
+    rows = clickhouse.rows(
+        f"SELECT started_at, run_id, model, partition, status, rows, duration_ms, error"  # noqa: S608
+        f" FROM {db}.model_runs ORDER BY started_at DESC LIMIT %(n)s",
+        {"n": limit},
+    )
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row))
+    Console().print(table)
+    Console().print(f"events modeled up to inserted_at {runner.ledger.watermark() or 'never'}")
+    clickhouse.close()
+
+
+@model_app.command("sql")
+def sql(
+    name: Annotated[str, typer.Argument(help="the model, e.g. metrics_active_users")],
+    start: Annotated[date, typer.Option("--from", formats=["%Y-%m-%d"])] = date(2026, 1, 1),
+    end: Annotated[date, typer.Option("--to", formats=["%Y-%m-%d"])] = date(2026, 1, 31),
+) -> None:
+    """Print the SQL a model runs for a day range (a dry run: nothing is executed)."""
+    try:
+        chosen = model(name)
+        settings = ModelerSettings.from_env()
+        config = settings.model_config()
+    except (KeyError, ModelerError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc.args[0]))}")
+        raise typer.Exit(2) from exc
+    span = Span(start, end, frozenset(), None)
+    typer.echo(chosen.select(settings.clickhouse_database, config, span, start, end))
+
+
+@model_app.command("schedule")
+def schedule(
+    interval: Annotated[
+        int | None, typer.Option(help="seconds between runs (default: config)")
+    ] = None,
+    cron: Annotated[str | None, typer.Option(help="a cron expression, e.g. '*/5 * * * *'")] = None,
+    runs: Annotated[int, typer.Option(help="stop after this many runs (0: never)")] = 0,
+) -> None:
+    """Run the models on an interval or a cron expression, in the foreground."""
+    runner, clickhouse, settings = _runner()
+    configured = settings.model_config().schedule
+    try:
+        timer = Timer(
+            interval=interval or configured.interval_seconds, cron=cron or configured.cron
+        )
+    except ModelerError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    done = 0
+    try:
+        while runs == 0 or done < runs:
+            started = time.monotonic()
+            try:
+                print_report(runner.run(), Console())
+            except ModelerError as exc:
+                err.print(f"[red]run failed:[/red] {escape(str(exc))}")
+            done += 1
+            if not runs or done < runs:
+                time.sleep(timer.wait(started))
+    finally:
+        clickhouse.close()
+    err.print(f"{done} runs, last at {datetime.now():%H:%M:%S}")
