@@ -41,7 +41,7 @@ def unwrap(body: bytes, *, query: dict[str, str], content_type: str, limit: int)
         return gunzip(body, limit=limit)
     if compression not in ("", "base64"):
         raise UnsupportedMediaType(f"compression {compression!r} is not supported (use gzip)")
-    if body.lstrip()[:1] in (b"{", b"["):
+    if body.lstrip()[:1] in (b"{", b"[", b'"'):  # JSON: base64 has none of these
         return body
     return _base64(body.strip())
 

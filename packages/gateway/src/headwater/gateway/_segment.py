@@ -91,11 +91,14 @@ def _incoming(message: Any, shared: dict[str, Any]) -> Incoming | Invalid:
 def _name_and_properties(kind: str, message: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     properties = message.get("properties")
     properties = dict(properties) if isinstance(properties, dict) else {}
-    traits = message.get("traits") if isinstance(message.get("traits"), dict) else {}
+    traits = _object(message.get("traits"))
     if kind == "track":
         return message.get("event"), properties
     if kind == "identify":
-        return "$identify", {**properties, "$set": traits}
+        # rudder-sdk-python sends an identify's traits in `context.traits`.
+        context = message.get("context")
+        carried = context.get("traits") if isinstance(context, dict) else None
+        return "$identify", {**properties, "$set": {**_object(carried), **traits}}
     if kind in ("page", "screen"):
         for key in ("name", "category"):
             if message.get(key):
@@ -108,6 +111,10 @@ def _name_and_properties(kind: str, message: dict[str, Any]) -> tuple[Any, dict[
         "$group_key": message.get("groupId"),
         "$group_set": traits,
     }
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _lib(messages: list[Any], shared: dict[str, Any]) -> str:
