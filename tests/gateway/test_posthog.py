@@ -591,3 +591,19 @@ def test_set_merges_and_a_batch_keeps_its_valid_events(start_gateway: GatewayFac
         (PROJECT, "posthog", i, reason, json.dumps(batch[i], separators=(",", ":")))
         for i, reason, _ in reasons
     ]
+
+
+def test_posthog_js_clock_from_the_query_corrects_skew(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    # The device stamped "09:00:00" and sent at "09:00:05": the event happened 5 s before receipt.
+    body = {
+        "api_key": "test-key",
+        "event": "e",
+        "distinct_id": "u",
+        "timestamp": "2026-11-20T09:00:00Z",
+    }
+    sent = int(datetime(2026, 11, 20, 9, 0, 5, tzinfo=UTC).timestamp() * 1000)
+    answer = httpx.post(f"{gw.url}/e/?_={sent}", json=body)
+    assert answer.status_code == 200
+    ((timestamp, received),) = gw.rows("SELECT timestamp, received_at FROM {db}.events")
+    assert received - timestamp == timedelta(seconds=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, route
@@ -97,7 +98,7 @@ class Handlers:
             project=project,
             source="posthog",
             lib=parsed.lib,
-            sent_at=parsed.sent_at,
+            sent_at=parsed.sent_at or _query_sent_at(request.query_params.get("_")),
             items=parsed.items,
         )
         return {
@@ -199,6 +200,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         openapi_config=OpenAPIConfig(title="Headwater gateway", version="0.1.0"),
         debug=False,
     )
+
+
+def _query_sent_at(millis: str | None) -> datetime | None:
+    """posthog-js sends its clock as `?_=<epoch milliseconds>`."""
+    if not millis or not millis.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def app_from_env() -> Litestar:
