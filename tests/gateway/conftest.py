@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,15 +18,6 @@ from headwater.gateway import ClickHouse, Gateway, Settings, create_app
 WRITE_KEY = "test-key"
 PROJECT = "proj"
 _databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouse]:
-    """One chDB directory for the session (a process holds one); tests differ by database."""
-    directory: Path = tmp_path_factory.mktemp("chdb")
-    client = ClickHouse.connect(f"chdb://{directory}", database="headwater")
-    yield client
-    client.close()
 
 
 @dataclass

@@ -2,8 +2,10 @@
 APIs), validates them, dedupes them, group-commits them into ClickHouse and forwards them
 to PostHog."""
 
+from headwater.modeler import ClickHouse
+
 from ._app import create_app
-from ._clickhouse import ClickHouse, migrate
+from ._clickhouse import migrate
 from ._dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from ._errors import (
     BadPayload,

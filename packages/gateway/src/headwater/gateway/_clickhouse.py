@@ -1,18 +1,11 @@
-"""ClickHouse access: one clickhouse-connect client (chDB embedded or a server) and the
-versioned, idempotent migrations that create and upgrade the gateway's tables."""
+"""The gateway's tables and the versioned, idempotent migrations that create and upgrade
+them. The client itself is the modeler's `ClickHouse` (one connection class for both)."""
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Sequence
-from typing import Any
 
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client as ConnectClient
-from clickhouse_connect.driver.exceptions import ClickHouseError
-
-from ._errors import ConfigError, SinkUnavailable
+from headwater.modeler import ClickHouse
 
 logger = logging.getLogger("headwater.gateway")
 
@@ -28,87 +21,6 @@ EVENT_COLUMNS = (
     "source",
 )
 ERROR_COLUMNS = ("error_id", "project", "received_at", "source", "event_index", "reason", "payload")
-
-
-class ClickHouse:
-    """A clickhouse-connect client used by one thread at a time (chDB is not re-entrant)."""
-
-    def __init__(
-        self,
-        client: ConnectClient,
-        *,
-        database: str,
-        cluster: str = "",
-        lock: threading.Lock | None = None,
-    ) -> None:
-        self.database = database
-        self.cluster = cluster
-        self._client = client
-        self._lock = lock or threading.Lock()
-
-    @classmethod
-    def connect(cls, url: str, *, database: str, cluster: str = "") -> ClickHouse:
-        """Open `url` (`chdb:///dir` or `http(s)://user:pass@host:port/db`)."""
-        try:
-            # Concurrent queries from several threads must not share an HTTP session.
-            if url.startswith("chdb://"):
-                client = clickhouse_connect.get_client(dsn=url)
-            else:
-                client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
-        except ClickHouseError as exc:
-            raise SinkUnavailable(f"cannot open ClickHouse at {_redact(url)}: {exc}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"HEADWATER_CLICKHOUSE_URL {_redact(url)}: {exc}") from exc
-        return cls(client, database=database, cluster=cluster)
-
-    def sharing(self, *, database: str) -> ClickHouse:
-        """The same connection, for another database (tests, the embedded modeler)."""
-        return ClickHouse(self._client, database=database, cluster=self.cluster, lock=self._lock)
-
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        """Run a statement that returns nothing."""
-        with self._lock:
-            self._client.command(sql, parameters=parameters)
-
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a query; its rows as tuples."""
-        with self._lock:
-            return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
-
-    def insert_lines(
-        self, table: str, columns: Sequence[str], body: bytes, *, token: str | None = None
-    ) -> None:
-        """Insert `JSONCompactEachRow` lines; `token` makes a retried insert a no-op."""
-        settings: dict[str, Any] = {"date_time_input_format": "best_effort"}
-        if token is not None:
-            settings["insert_deduplication_token"] = token
-        with self._lock:
-            self._client.raw_insert(
-                f"{self.database}.{table}",
-                list(columns),
-                insert_block=body,
-                fmt="JSONCompactEachRow",
-                settings=settings,
-            )
-
-    def ping(self) -> bool:
-        """Whether ClickHouse answers."""
-        try:
-            with self._lock:
-                return bool(self._client.ping())
-        except Exception:  # a health probe reports, never raises  # noqa: BLE001
-            return False
-
-    def close(self) -> None:
-        with self._lock:
-            self._client.close()
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}"
 
 
 # -- migrations ----------------------------------------------------------------

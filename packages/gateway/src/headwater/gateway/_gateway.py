@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ._clickhouse import ClickHouse, migrate
+from headwater.modeler import ClickHouse, WarehouseUnavailable
+
+from ._clickhouse import migrate
 from ._committer import GroupCommitter
 from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
+from ._errors import SinkUnavailable
 from ._forwarder import Forwarder, Post, posthog_post
 from ._ingest import Ingestor
 from ._metrics import Metrics
@@ -61,12 +64,7 @@ class Gateway:
         """Open ClickHouse, apply migrations, start the committer and the forwarder."""
         s = self.settings
         if self._clickhouse is None:
-            self._clickhouse = await asyncio.to_thread(
-                ClickHouse.connect,
-                s.clickhouse_url,
-                database=s.clickhouse_database,
-                cluster=s.clickhouse_cluster,
-            )
+            self._clickhouse = await self._connect()
         clickhouse = self._clickhouse
         applied = await asyncio.to_thread(migrate, clickhouse)
         logger.info(
@@ -97,6 +95,18 @@ class Gateway:
             pending_wait=s.insert_deadline_seconds,
         )
         self.forwarder.start()
+
+    async def _connect(self) -> ClickHouse:
+        s = self.settings
+        try:
+            return await asyncio.to_thread(
+                ClickHouse.connect,
+                s.clickhouse_url,
+                database=s.clickhouse_database,
+                cluster=s.clickhouse_cluster,
+            )
+        except WarehouseUnavailable as exc:
+            raise SinkUnavailable(str(exc), retry_after=5) from exc
 
     async def stop(self) -> None:
         """Stop taking rows, store what is buffered, forward what is queued, close."""

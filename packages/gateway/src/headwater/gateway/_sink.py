@@ -6,7 +6,9 @@ from typing import Protocol
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from ._clickhouse import ERROR_COLUMNS, EVENT_COLUMNS, ClickHouse
+from headwater.modeler import ClickHouse
+
+from ._clickhouse import ERROR_COLUMNS, EVENT_COLUMNS
 from ._errors import SinkUnavailable
 
 
