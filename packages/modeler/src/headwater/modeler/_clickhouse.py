@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import clickhouse_connect
@@ -92,6 +93,13 @@ class ClickHouse:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+def millis(moment: datetime) -> str:
+    """A DateTime64(3) literal: clickhouse-connect would drop the milliseconds of a datetime."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def redact(url: str) -> str:

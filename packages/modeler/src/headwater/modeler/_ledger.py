@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ._clickhouse import ClickHouse
+from ._clickhouse import ClickHouse, millis
 
 TABLES = (
     """
@@ -50,8 +50,9 @@ class Ledger:
 
     def advance(self, watermark: datetime) -> None:
         self._ch.command(
-            f"INSERT INTO {self._db}.model_state (key, watermark) VALUES ('events', %(w)s)",  # noqa: S608
-            {"w": watermark},
+            f"INSERT INTO {self._db}.model_state (key, watermark)"  # noqa: S608
+            " VALUES ('events', toDateTime64(%(w)s, 3, 'UTC'))",
+            {"w": millis(watermark)},
         )
 
     def record(

@@ -3,6 +3,7 @@ partitions a run must rebuild when events of some days changed."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -15,6 +16,8 @@ EPOCH = "1970-01-01 00:00:00.000"
 FOREVER = "2299-12-31 00:00:00.000"
 
 Partitioning = Literal["day", "whole"]
+Sources = Mapping[str, str]  # model → the table to read it from (its staging table mid-run)
+NO_SOURCES: Sources = {}
 
 
 @cache
@@ -70,7 +73,16 @@ class Model:
     order_by: str
     engine: str = "MergeTree"
 
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         """The rows of partitions `start..end` (for whole tables: the whole table)."""
         raise NotImplementedError
 
@@ -86,7 +98,16 @@ class Model:
 
 
 class DimDate(Model):
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         holidays = ", ".join(f"toDate('{d.isoformat()}')" for d in config.calendar.holidays)
         return sql_file("dim_date").format(
             holidays=holidays,
@@ -96,15 +117,21 @@ class DimDate(Model):
 
 
 class DimUsers(Model):
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         traits = config.traits
-        values = ",\n            ".join(
-            f"if(JSONHas(properties, '$set', '{t}'), JSONExtractString(properties, '$set', '{t}'),"
-            f" NULL) AS {t}"
-            for t in traits
-        )
+        values = ",\n            ".join(_trait_value(t) for t in traits)
         carry = ",\n            ".join(
-            f"anyLast({t}) OVER (PARTITION BY project, user_id ORDER BY timestamp, event_id"
+            f"anyLast({t}) OVER (PARTITION BY project, user_id"
+            f" ORDER BY timestamp, toString(event_id)"
             f" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {t}"
             for t in traits
         )
@@ -118,17 +145,37 @@ class DimUsers(Model):
             events=events_between(db, config, EPOCH, FOREVER),
             trait_values=values,
             trait_carry=carry,
-            trait_list=", ".join(f"ifNull({t}, '')" for t in traits),
+            trait_hash=", ".join(f"ifNull({t}, ''), isNull({t})" for t in traits),
+            no_traits_hash=", ".join("'', 1" for _ in traits),
             trait_columns=columns,
         )
+
+
+def _trait_value(trait: str) -> str:
+    """A trait of an $identify's `$set` when it is a string (signed_up_at: a parseable one)."""
+    text = f"JSONExtractString(properties, '$set', '{trait}')"
+    usable = f"JSONType(properties, '$set', '{trait}') = 'String'"
+    if trait == "signed_up_at":
+        usable += f" AND isNotNull(parseDateTime64BestEffortOrNull({text}, 3, 'UTC'))"
+    return f"if({usable}, {text}, NULL) AS {trait}"
 
 
 class DayModel(Model):
     """A model whose rows for day D come from the events of day D."""
 
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         events = events_between(db, config, _ts(start), _ts(end + timedelta(days=1)))
-        return sql_file(self.name).format(db=db, events=events)
+        dim_users = sources.get("dim_users", f"{db}.dim_users")
+        return sql_file(self.name).format(db=db, events=events, dim_users=dim_users)
 
 
 class FactUserActions(DayModel):
@@ -149,7 +196,16 @@ class DailyActiveUsers(DayModel):
 
 
 class ActiveUsers(Model):
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         events = events_between(
             db, config, _ts(start - timedelta(days=29)), _ts(end + timedelta(days=1))
         )
@@ -165,7 +221,16 @@ class ActiveUsers(Model):
 
 
 class RetentionCohorts(Model):
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         r = config.retention
         start_filter = f"WHERE event = {quote(r.start_event)}" if r.start_event else ""
         parts = []
@@ -197,7 +262,16 @@ class RetentionCohorts(Model):
 
 
 class FunnelConversions(Model):
-    def select(self, db: str, config: ModelConfig, span: Span, start: date, end: date) -> str:
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
         return "\nUNION ALL\n".join(
             f"SELECT * FROM (\n{self._one(db, config, funnel, start, end)}\n)"
             for funnel in config.funnels

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from ._clickhouse import ClickHouse
+from ._clickhouse import ClickHouse, millis
 from ._config import ModelConfig
 from ._errors import ModelFailed
 from ._ledger import Ledger
@@ -37,6 +37,33 @@ class ModelResult:
     partitions: int
     rows: int
     seconds: float
+
+
+@dataclass
+class Staged:
+    """A model's rows built into its staging table, waiting to be swapped in."""
+
+    model: Model
+    staging: str
+    days: list[date] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    counts: dict[date, int] = field(default_factory=dict)
+    rows: int = 0
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        if self.model.partitioning == "whole":
+            return "all"
+        if self.days:
+            return f"{self.days[0]}..{self.days[-1]}"
+        return f"dropped {len(self.stale)}" if self.stale else ""
+
+    def result(self) -> ModelResult:
+        partitions = 1 if self.model.partitioning == "whole" else len(self.days) + len(self.stale)
+        return ModelResult(self.model.name, partitions, self.rows, self.seconds)
 
 
 @dataclass
@@ -67,7 +94,15 @@ def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
 class Runner:
     """Runs the models of one ClickHouse database."""
 
-    def __init__(self, clickhouse: ClickHouse, config: ModelConfig, *, lock: RunLock) -> None:
+    def __init__(
+        self,
+        clickhouse: ClickHouse,
+        config: ModelConfig,
+        *,
+        lock: RunLock,
+        models: Sequence[Model] = MODELS,
+    ) -> None:
+        self._models = tuple(models)
         self._ch = clickhouse
         self._db = clickhouse.database
         self._config = config
@@ -93,12 +128,7 @@ class Runner:
             if span is None:
                 return report
             self._views()
-            for done, model in enumerate(MODELS):
-                if progress is not None:
-                    progress(model.name, done, len(MODELS))
-                report.results.append(self._build(model, span, run_id))
-            if progress is not None:
-                progress("done", len(MODELS), len(MODELS))
+            report.results = self._build_all(span, run_id, progress)
             if since is None and until is None:
                 self.ledger.advance(snapshot)
             return report
@@ -121,8 +151,9 @@ class Runner:
             return Span(first, last, changed, low) if changed else None
         rows = self._ch.rows(
             f"SELECT DISTINCT toDate(timestamp), event = '$identify' FROM {db}.events"  # noqa: S608
-            " WHERE inserted_at > %(w)s AND inserted_at <= %(s)s",
-            {"w": watermark, "s": snapshot},
+            " WHERE inserted_at > toDateTime64(%(w)s, 3, 'UTC')"
+            " AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')",
+            {"w": millis(watermark), "s": millis(snapshot)},
         )
         if not rows:
             return None
@@ -137,56 +168,106 @@ class Runner:
         stg = events_between(self._db, self._config, EPOCH, FOREVER)
         self._ch.command(f"CREATE OR REPLACE VIEW {self._db}.stg_events AS {stg[1:-1]}")
 
-    def _build(self, model: Model, span: Span, run_id: str) -> ModelResult:
-        started = datetime.now(UTC)
-        clock = time.perf_counter()
-        staging = f"{self._db}.{model.name}__staging_{run_id}"
+    def _build_all(self, span: Span, run_id: str, progress: Progress | None) -> list[ModelResult]:
+        """Stage every model, then swap them all in: a failure changes no table."""
+        staged: list[Staged] = []
+        sources: dict[str, str] = {}
+        total = len(self._models)
         try:
-            fresh = self._ensure_table(model, span)
+            for done, model in enumerate(self._models):
+                if progress is not None:
+                    progress(model.name, done, total)
+                item = self._stage(model, span, run_id, sources)
+                item.seconds = time.perf_counter() - item.clock
+                staged.append(item)
+                sources[model.name] = item.staging
+            for item in staged:
+                self._swap(item)
+                self._record(run_id, item, "ok", "")
+        finally:
+            for item in staged:
+                self._ch.command(f"DROP TABLE IF EXISTS {item.staging}")
+        if progress is not None:
+            progress("done", total, total)
+        return [item.result() for item in staged]
+
+    def _stage(self, model: Model, span: Span, run_id: str, sources: dict[str, str]) -> Staged:
+        """Build the model's new partitions into its staging table."""
+        item = Staged(model, f"{self._db}.{model.name}__staging_{run_id}")
+        try:
+            fresh = self._ensure_table(model, span, sources)
+            self._ch.command(f"CREATE TABLE {item.staging} AS {self._db}.{model.name}")
             if model.partitioning == "whole":
-                partitions, rows, label = self._swap_whole(model, span, staging)
-            else:
-                days = (
-                    _days(span.first_day, span.last_day)
-                    if fresh
-                    else model.affected(self._config, span)
+                select = model.select(
+                    self._db, self._config, span, span.first_day, span.last_day, sources=sources
                 )
-                partitions, rows, label = self._swap_days(model, span, staging, days)
-        except ClickHouseError as exc:
-            self._record(
-                run_id, model, "", "failed", 0, clock=clock, started=started, error=str(exc)
+                self._ch.command(f"INSERT INTO {item.staging} {select}")
+                item.rows = int(self._ch.value(f"SELECT count() FROM {item.staging}"))  # noqa: S608
+                return item
+            wanted = (
+                _days(span.first_day, span.last_day)
+                if fresh
+                else model.affected(self._config, span)
             )
+            item.days = [d for d in wanted if span.first_day <= d <= span.last_day]
+            item.stale = self._stale_partitions(model, span)
+            self._fill(model, span, item, sources)
+        except ClickHouseError as exc:
+            self._ch.command(f"DROP TABLE IF EXISTS {item.staging}")
+            self._record(run_id, item, "failed", str(exc))
             raise ModelFailed(
                 f"model {model.name} failed (its tables are unchanged): {exc}"
             ) from exc
-        finally:
-            self._ch.command(f"DROP TABLE IF EXISTS {staging}")
-        self._record(run_id, model, label, "ok", rows, clock=clock, started=started, error="")
-        seconds = time.perf_counter() - clock
-        logger.info(
-            "model %s: %d partitions, %d rows, %.2fs", model.name, partitions, rows, seconds
-        )
-        return ModelResult(model.name, partitions, rows, seconds)
+        return item
 
-    def _record(
-        self, run_id: str, model: Model, label: str, status: str, rows: int, *,
-        clock: float, started: datetime, error: str,
-    ) -> None:  # fmt: skip
+    def _fill(self, model: Model, span: Span, item: Staged, sources: dict[str, str]) -> None:
+        column = model.partition_column
+        for first, last in _ranges(item.days) if item.days else ():
+            select = model.select(self._db, self._config, span, first, last, sources=sources)
+            self._ch.command(
+                f"INSERT INTO {item.staging} SELECT * FROM ({select})"  # noqa: S608
+                f" WHERE {column} BETWEEN toDate('{first}') AND toDate('{last}')"
+            )
+        item.counts = dict(
+            self._ch.rows(f"SELECT {column}, count() FROM {item.staging} GROUP BY {column}")  # noqa: S608
+        )
+        item.rows = sum(item.counts.values())
+
+    def _swap(self, item: Staged) -> None:
+        """Put the staged rows in place: EXCHANGE a whole table, REPLACE/DROP day partitions."""
+        target = f"{self._db}.{item.model.name}"
+        if item.model.partitioning == "whole":
+            self._ch.command(f"EXCHANGE TABLES {target} AND {item.staging}")
+            return
+        for day in item.days:
+            partition = day.strftime("%Y%m%d")
+            if item.counts.get(day):
+                self._ch.command(
+                    f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {item.staging}"
+                )
+            else:
+                self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
+        for partition in item.stale:
+            self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
+        logger.info("model %s: %s", item.model.name, item.label)
+
+    def _record(self, run_id: str, item: Staged, status: str, error: str) -> None:
         self.ledger.record(
             run_id=run_id,
-            model=model.name,
-            partition=label,
+            model=item.model.name,
+            partition=item.label,
             status=status,
-            rows=rows,
-            duration_ms=int((time.perf_counter() - clock) * 1000),
+            rows=item.rows,
+            duration_ms=int((time.perf_counter() - item.clock) * 1000),
             error=error,
-            started_at=started,
+            started_at=item.started,
         )
 
-    def _ensure_table(self, model: Model, span: Span) -> bool:
+    def _ensure_table(self, model: Model, span: Span, sources: dict[str, str]) -> bool:
         """Create the table (or re-create it when its columns changed); True when new."""
         target = f"{self._db}.{model.name}"
-        select = model.select(self._db, self._config, span, span.last_day, span.last_day)
+        day = span.last_day
+        select = model.select(self._db, self._config, span, day, day, sources=sources)
         wanted = [(r[0], r[1]) for r in self._ch.rows(f"DESCRIBE ({select})")]
         exists = self._ch.value(
             "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(name)s",
@@ -200,45 +281,6 @@ class Runner:
             self._ch.command(f"DROP TABLE {target}")
         self._ch.command(f"CREATE TABLE {target} {model.ddl_options()} EMPTY AS {select}")
         return True
-
-    def _swap_whole(self, model: Model, span: Span, staging: str) -> tuple[int, int, str]:
-        target = f"{self._db}.{model.name}"
-        select = model.select(self._db, self._config, span, span.first_day, span.last_day)
-        self._ch.command(f"CREATE TABLE {staging} AS {target}")
-        self._ch.command(f"INSERT INTO {staging} {select}")
-        rows = int(self._ch.value(f"SELECT count() FROM {staging}"))  # noqa: S608
-        self._ch.command(f"EXCHANGE TABLES {target} AND {staging}")
-        return 1, rows, "all"
-
-    def _swap_days(
-        self, model: Model, span: Span, staging: str, days: list[date]
-    ) -> tuple[int, int, str]:
-        days = [d for d in days if span.first_day <= d <= span.last_day]
-        target = f"{self._db}.{model.name}"
-        stale = self._stale_partitions(model, span)
-        if not days and not stale:
-            return 0, 0, ""
-        self._ch.command(f"CREATE TABLE {staging} AS {target}")
-        column = model.partition_column
-        for first, last in _ranges(days) if days else ():
-            select = model.select(self._db, self._config, span, first, last)
-            self._ch.command(
-                f"INSERT INTO {staging} SELECT * FROM ({select})"  # noqa: S608
-                f" WHERE {column} BETWEEN toDate('{first}') AND toDate('{last}')"
-            )
-        counts = dict(self._ch.rows(f"SELECT {column}, count() FROM {staging} GROUP BY {column}"))  # noqa: S608
-        for day in days:
-            partition = day.strftime("%Y%m%d")
-            if counts.get(day):
-                self._ch.command(
-                    f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {staging}"
-                )
-            else:
-                self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
-        for partition in stale:
-            self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
-        label = f"{days[0]}..{days[-1]}" if days else f"dropped {len(stale)}"
-        return len(days) + len(stale), sum(counts.values()), label
 
     def _stale_partitions(self, model: Model, span: Span) -> list[str]:
         """Partitions outside what the model keeps: before the data, or past its window."""

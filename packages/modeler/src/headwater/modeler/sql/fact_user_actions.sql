@@ -12,5 +12,5 @@ SELECT
     e.items_count AS items_count,
     e.revenue_cents AS revenue_cents
 FROM {events} AS e
-ASOF LEFT JOIN (SELECT project, user_id, valid_from, user_key FROM {db}.dim_users) AS u
+ASOF LEFT JOIN (SELECT project, user_id, valid_from, user_key FROM {dim_users}) AS u
     ON e.project = u.project AND e.user_id = u.user_id AND e.timestamp >= u.valid_from

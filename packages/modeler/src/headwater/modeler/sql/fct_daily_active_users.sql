@@ -11,6 +11,6 @@ SELECT
        dateDiff('day', toDate(any(u.signed_up_at)), e.day)) AS days_since_signup
 FROM {events} AS e
 LEFT JOIN (
-    SELECT project, user_id, plan, signed_up_at FROM {db}.dim_users WHERE is_current
+    SELECT project, user_id, plan, signed_up_at FROM {dim_users} WHERE is_current
 ) AS u ON u.project = e.project AND u.user_id = e.user_id
 GROUP BY e.project, e.day, e.user_id

@@ -52,7 +52,7 @@ SELECT
     s AS step,
     steps[s] AS step_name,
     k.users AS users,
-    round(k.users / c.users, 4) AS conversion_rate
+    k.users / c.users AS conversion_rate
 FROM (SELECT project, cohort_day, users FROM counts WHERE step = 1) AS c
 ARRAY JOIN range(1, length(steps) + 1) AS s
 LEFT JOIN counts AS k ON k.project = c.project AND k.cohort_day = c.cohort_day AND k.step = s

@@ -32,6 +32,6 @@ SELECT
     w.dau AS dau,
     w.wau AS wau,
     w.mau AS mau,
-    if(w.mau = 0, 0, round(w.dau / w.mau, 4)) AS stickiness
+    if(w.mau = 0, 0, w.dau / w.mau) AS stickiness
 FROM calendar AS c
 LEFT JOIN windows AS w ON w.project = c.project AND w.day = c.day

@@ -30,7 +30,7 @@ SELECT
     p AS period,
     s.cohort_size AS cohort_size,
     r.retained AS retained,
-    round(r.retained / s.cohort_size, 4) AS retention_rate
+    r.retained / s.cohort_size AS retention_rate
 FROM sizes AS s
 ARRAY JOIN range(toUInt64({periods} + 1)) AS p
 LEFT JOIN retained AS r

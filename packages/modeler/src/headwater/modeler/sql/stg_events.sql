@@ -8,9 +8,13 @@ SELECT
     timestamp,
     toDate(timestamp) AS day,
     properties,
-    JSONExtract(properties, '{duration_seconds}', 'Nullable(Float64)') AS duration_seconds,
-    JSONExtract(properties, '{items_count}', 'Nullable(Int64)') AS items_count,
-    JSONExtract(properties, '{revenue_cents}', 'Nullable(Int64)') AS revenue_cents
+    -- a measure is the property's value when it is a JSON integer, else NULL
+    if(JSONType(properties, '{duration_seconds}') IN ('Int64', 'UInt64'),
+       JSONExtract(properties, '{duration_seconds}', 'Nullable(Int64)'), NULL) AS duration_seconds,
+    if(JSONType(properties, '{items_count}') IN ('Int64', 'UInt64'),
+       JSONExtract(properties, '{items_count}', 'Nullable(Int64)'), NULL) AS items_count,
+    if(JSONType(properties, '{revenue_cents}') IN ('Int64', 'UInt64'),
+       JSONExtract(properties, '{revenue_cents}', 'Nullable(Int64)'), NULL) AS revenue_cents
 FROM {db}.events
 WHERE timestamp >= toDateTime64('{start}', 3, 'UTC')
   AND timestamp < toDateTime64('{end}', 3, 'UTC')

@@ -1,0 +1,245 @@
+"""The SQL models against the independent Python computation, on the same events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner
+from headwater.modeler._models import (
+    EPOCH,
+    FOREVER,
+    NO_SOURCES,
+    DayModel,
+    Sources,
+    Span,
+    events_between,
+)
+from headwater.modeler.synthetic import SyntheticEvent, generate
+
+from . import reference as ref
+from .conftest import PROJECT, Warehouse, WarehouseFactory
+
+END = date(2026, 11, 20)
+
+
+def stream() -> list[SyntheticEvent]:
+    return generate(
+        users=250,
+        days=40,
+        seed=11,
+        end=END,
+        duplicates=0.02,
+        late=0.03,
+        midnight_pairs=6,
+        tied_events=6,
+        empty_days=(END - timedelta(days=12),),
+    )
+
+
+def assert_marts_equal_reference(wh: Warehouse, events: list[SyntheticEvent]) -> None:
+    def check(
+        table: str, expected: Sequence[tuple[object, ...]], fields: tuple[str, ...], where: str = ""
+    ) -> None:
+        got = wh.rows(table, fields, where=where)
+        assert len(got) == len(expected), table
+        assert got == sorted(expected), table
+
+    check(
+        "metrics_active_users",
+        ref.active_users(events, project=PROJECT),
+        ref.MetricsActiveUsersRow._fields,
+    )
+    granularities: tuple[tuple[Literal["day", "week"], int], ...] = (("day", 30), ("week", 12))
+    for granularity, periods in granularities:
+        expected = ref.retention(
+            events, project=PROJECT, granularity=granularity, max_period=periods
+        )
+        check(
+            "retention_cohorts",
+            expected,
+            ref.RetentionRow._fields,
+            f"WHERE granularity = '{granularity}'",
+        )
+    funnel = ref.funnel(
+        events,
+        project=PROJECT,
+        name="purchase",
+        steps=("page_view", "add_to_cart", "checkout_started", "order_completed"),
+        window=timedelta(days=1),
+    )
+    check("funnel_conversions", funnel, ref.FunnelRow._fields)
+    check("agg_daily_events", ref.daily_events(events, project=PROJECT), ref.DailyEventsRow._fields)
+    check("dim_users", ref.dim_users_scd2(events, project=PROJECT), ref.UserVersionRow._fields)
+    check(
+        "fct_daily_active_users",
+        ref.fct_daily_active_users(events, project=PROJECT),
+        ref.DailyActiveUserRow._fields,
+    )
+    check(
+        "fact_user_actions",
+        ref.fact_user_actions(events, project=PROJECT),
+        ref.UserActionRow._fields,
+    )
+
+
+def test_a_full_build_equals_the_reference(warehouse: Warehouse) -> None:
+    events = stream()
+    warehouse.load(events)
+    report = warehouse.runner.run()
+    assert [r.model for r in report.results][:2] == ["dim_date", "dim_users"]
+    assert_marts_equal_reference(warehouse, events)
+
+
+def test_late_events_are_folded_in_by_an_incremental_run(warehouse: Warehouse) -> None:
+    events = stream()
+    on_time = [e for e in events if not e.late_by]
+    late = [e for e in events if e.late_by]
+    assert len(late) > 20
+    warehouse.load(on_time)
+    warehouse.runner.run()
+    warehouse.load(late)
+    second = warehouse.runner.run()
+    assert not second.skipped
+    assert_marts_equal_reference(warehouse, events)
+
+
+def make(event: str, user: str, at: datetime, n: int, **properties: object) -> SyntheticEvent:
+    return SyntheticEvent(str(uuid.UUID(int=n)), event, user, at, dict(properties))
+
+
+def test_edge_cases_equal_the_reference(warehouse: Warehouse) -> None:
+    t0 = datetime(2026, 11, 2, 23, 0, tzinfo=UTC)
+    steps = ["page_view", "add_to_cart", "checkout_started", "order_completed"]
+    events = [
+        # window edge: the last step exactly one day after step 1 still counts
+        *(
+            make(name, "edge", t0 + timedelta(hours=h), n)
+            for n, (name, h) in enumerate(zip(steps, (0, 1, 2, 24), strict=True), 1)
+        ),
+        # windowFunnel's pitfall: a newer page_view at the same instant as add_to_cart
+        make("page_view", "tie", t0, 10),
+        make("page_view", "tie", t0 + timedelta(minutes=5), 11),
+        make("add_to_cart", "tie", t0 + timedelta(minutes=5), 12),
+        make("checkout_started", "tie", t0 + timedelta(minutes=6), 13),
+        # equal timestamps never advance: checkout at the same ms as add_to_cart
+        make("page_view", "same", t0, 20),
+        make("add_to_cart", "same", t0 + timedelta(seconds=1), 21),
+        make("checkout_started", "same", t0 + timedelta(seconds=1), 22),
+        # one millisecond past the window: not reached
+        make("page_view", "late", t0, 30),
+        make("add_to_cart", "late", t0 + timedelta(days=1, milliseconds=1), 31),
+        # day boundary: 23:59:59.999 and 00:00:00.000 are two days
+        make("page_view", "midnight", datetime(2026, 11, 3, 23, 59, 59, 999000, tzinfo=UTC), 40),
+        make("page_view", "midnight", datetime(2026, 11, 4, 0, 0, tzinfo=UTC), 41),
+        # a plan change mid-period, then an identify that changes nothing
+        make(
+            "$identify",
+            "edge",
+            t0,
+            50,
+            **{"$set": {"plan": "free", "signed_up_at": "2026-11-02T23:00:00Z"}},
+        ),
+        make("$identify", "edge", t0 + timedelta(hours=3), 51, **{"$set": {"plan": "pro"}}),
+        make("$identify", "edge", t0 + timedelta(hours=4), 52, **{"$set": {"plan": "pro", "x": 1}}),
+        # an empty day (Nov 5) between activity, then activity again
+        make(
+            "page_view", "edge", datetime(2026, 11, 6, 12, 0, tzinfo=UTC), 60, duration_seconds=30
+        ),
+    ]
+    warehouse.load(events)
+    warehouse.load(events[:3])  # a retried insert that slipped past the dedupe store
+    warehouse.runner.run()
+    assert_marts_equal_reference(warehouse, events)
+    funnel = warehouse.rows(
+        "funnel_conversions", ["step", "users"], where="WHERE cohort_day = '2026-11-02'"
+    )
+    assert funnel == [(1, 4), (2, 3), (3, 2), (4, 1)]
+
+
+TABLES = (
+    *("dim_date", "dim_users", "fact_user_actions", "fct_daily_active_users", "agg_daily_events"),
+    *("metrics_active_users", "retention_cohorts", "funnel_conversions"),
+)
+
+
+def snapshot(wh: Warehouse) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        t: wh.rows(t, ["* EXCEPT users_state" if t == "agg_daily_events" else "*"]) for t in TABLES
+    }
+
+
+def test_running_twice_changes_nothing(warehouse: Warehouse) -> None:
+    events = stream()
+    warehouse.load(events)
+    warehouse.runner.run()
+    before = snapshot(warehouse)
+    assert warehouse.runner.run().skipped
+    warehouse.runner.run(full=True)
+    assert snapshot(warehouse) == before
+
+
+def test_incremental_runs_equal_a_full_rebuild(warehouse_factory: WarehouseFactory) -> None:
+    events = sorted(stream(), key=lambda e: e.arrives_at)
+    incremental, full = warehouse_factory(), warehouse_factory()
+    for chunk in (events[:1500], events[1500:3500], events[3500:]):
+        incremental.load(chunk)
+        incremental.runner.run()
+    full.load(events)
+    full.runner.run()
+    got, want = snapshot(incremental), snapshot(full)
+    for table in TABLES:
+        assert got[table] == want[table], table
+
+
+class Exploding(DayModel):
+    """A model whose SQL fails inside ClickHouse (throwIf) once it reads any event."""
+
+    def select(
+        self,
+        db: str,
+        config: ModelConfig,
+        span: Span,
+        start: date,
+        end: date,
+        *,
+        sources: Sources = NO_SOURCES,
+    ) -> str:
+        return (
+            f"SELECT day, throwIf(count() > 0, 'boom') AS failed"  # noqa: S608
+            f" FROM {events_between(db, config, EPOCH, FOREVER)} GROUP BY day"
+        )
+
+
+def test_a_failure_mid_run_leaves_every_table_as_it_was(
+    warehouse_factory: WarehouseFactory, tmp_path: Path
+) -> None:
+    exploding = Exploding("exploding", "day", "day", "day")
+    healthy = warehouse_factory()
+    events = stream()
+    healthy.load(events[:3000])
+    healthy.runner.run()
+    before = snapshot(healthy)
+    watermark = healthy.runner.ledger.watermark()
+    models = (*MODELS[:4], exploding, *MODELS[4:])
+    lock = FileLock(tmp_path / "failing.lock")  # the runner's own lock is held by nobody now
+    failing = Runner(healthy.clickhouse, ModelConfig(), lock=lock, models=models)
+    healthy.load(events[3000:])
+    with pytest.raises(
+        ModelFailed, match=r"model exploding failed \(its tables are unchanged\): .*boom"
+    ):
+        failing.run()
+    assert snapshot(healthy) == before  # even the models staged before the failing one
+    leftovers = healthy.clickhouse.rows(
+        "SELECT name FROM system.tables WHERE database = %(db)s AND name LIKE '%%staging%%'",
+        {"db": healthy.db},
+    )
+    assert leftovers == []
+    assert healthy.runner.ledger.watermark() == watermark
+    healthy.runner.run()
+    assert_marts_equal_reference(healthy, events)
