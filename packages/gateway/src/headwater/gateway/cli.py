@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from ._app import create_app
-from ._errors import ConfigError
+from ._demo import run_demo
+from ._errors import ConfigError, SinkUnavailable
+from ._gateway import Gateway
 from ._logging import configure_logging
+from ._replay import ReplayReport, replay_errors
 from ._settings import Settings
 
 
@@ -59,3 +66,63 @@ def register(app: typer.Typer) -> None:
             )
             return
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+    @app.command("demo")
+    def demo(
+        users: Annotated[int, typer.Option(help="synthetic users")] = 2000,
+        days: Annotated[int, typer.Option(help="days of history")] = 60,
+        seed: Annotated[int, typer.Option(help="random seed")] = 7,
+        directory: Annotated[Path, typer.Option(help="where the data goes")] = Path(".headwater"),
+    ) -> None:
+        """The whole pipeline on the embedded default: SDK → gateway → ClickHouse → marts."""
+        run_demo(
+            directory=directory.resolve(), users=users, days=days, seed=seed, console=Console()
+        )
+
+    @app.command("replay-errors")
+    def replay(
+        project: Annotated[str | None, typer.Option(help="only this project")] = None,
+        since: Annotated[
+            datetime | None, typer.Option(help="only errors received since (UTC)")
+        ] = None,
+        limit: Annotated[int, typer.Option(help="at most this many rows")] = 10_000,
+    ) -> None:
+        """Send the events kept in ingest_errors through ingestion again."""
+        console = Console(stderr=True, soft_wrap=True)
+        settings = _settings(console)
+        try:
+            report = asyncio.run(_replay(settings, project=project, since=since, limit=limit))
+        except SinkUnavailable as exc:
+            hint = " (is `headwater serve` running on this directory? stop it first)"
+            console.print(
+                f"[red]error:[/red] {escape(str(exc))}{hint if settings.embedded else ''}"
+            )
+            raise typer.Exit(1) from exc
+        Console().print(_report_table(report))
+
+
+async def _replay(
+    settings: Settings, *, project: str | None, since: datetime | None, limit: int
+) -> ReplayReport:
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        return await replay_errors(gateway, project=project, since=since, limit=limit)
+    finally:
+        await gateway.stop()
+
+
+def _report_table(report: ReplayReport) -> Table:
+    table = Table(title="replay of ingest_errors")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for label, value in (
+        ("read", report.read),
+        ("stored", report.stored),
+        ("duplicates", report.duplicates),
+        ("still invalid", report.still_invalid),
+    ):
+        table.add_row(label, str(value))
+    for reason, count in report.reasons.items():
+        table.add_row(f"  {escape(reason)}", str(count))
+    return table

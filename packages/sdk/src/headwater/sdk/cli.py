@@ -22,7 +22,6 @@ except ImportError:  # pragma: no cover - the cli extra is not installed
         sys.exit("the headwater command needs its extra: pip install 'headwater-sdk[cli]'")
 
 else:
-    from ._demo import run_demo
     from ._schema import PlanError, export_plan
 
     app = typer.Typer(
@@ -59,15 +58,6 @@ else:
             console.print(f"[red]error:[/red] cannot write {escape(str(output))}: {exc.strerror}")
             raise typer.Exit(2) from exc
         console.print(f"tracking plan written to {escape(str(output))}")
-
-    @app.command("demo")
-    def demo(
-        users: Annotated[int, typer.Option(help="synthetic users")] = 2000,
-        days: Annotated[int, typer.Option(help="days of history")] = 60,
-        seed: Annotated[int, typer.Option(help="random seed")] = 7,
-    ) -> None:
-        """Emit a synthetic shop's events through the SDK to a loopback receiver."""
-        run_demo(users=users, days=days, seed=seed, console=Console())
 
     def main() -> None:
         """Run the command line with every installed package's commands."""
