@@ -31,15 +31,25 @@ async def read_body(chunks: AsyncIterator[bytes], *, limit: int, timeout: float)
 
 
 def gunzip(data: bytes, *, limit: int) -> bytes:
-    """Decompress gzip without ever holding more than `limit` bytes (a gzip bomb is a 413)."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadPayload(f"body is not valid gzip: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"body decompresses to more than the limit of {limit} bytes")
-    return out
+    """Decompress gzip without ever holding more than `limit` bytes (a gzip bomb is a 413).
+
+    Every member of a multi-member body is read; a truncated body is a 400, not a prefix.
+    """
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))  # never 0: unbounded
+        except zlib.error as exc:
+            raise BadPayload(f"body is not valid gzip: {exc}") from exc
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"body decompresses to more than the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadPayload("body is not valid gzip: it ends before its gzip stream does")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def decode_content(data: bytes, encoding: str | None, *, limit: int) -> bytes:

@@ -3,6 +3,7 @@ turn it into an `events` row or a named rejection."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,10 @@ import msgspec
 
 MAX_NAME_LENGTH = 200
 MAX_FUTURE = timedelta(hours=23)
+MAX_SHOWN = 80  # characters of a rejected value quoted in its reason
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # DateTime64's lower bound
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 _ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")  # Headwater's UUIDv5 namespace
 
 
@@ -68,14 +73,16 @@ def to_row(incoming: Incoming, ctx: Context) -> EventRow | str:
         return problem
     event_id = _event_id(incoming)
     if event_id is None:
-        return f"event_id {incoming.event_id!r} is not a UUID"
+        return f"event_id {_shown(incoming.event_id)} is not a UUID"
     timestamp = _timestamp(incoming.timestamp, ctx)
-    if timestamp is None:
-        return f"timestamp {incoming.timestamp!r} is not an ISO 8601 date-time"
+    if isinstance(timestamp, str):
+        return timestamp
     try:
         properties = _properties_encoder.encode(incoming.properties).decode()
-    except (TypeError, ValueError) as exc:  # e.g. NaN from a MessagePack body
+    except (TypeError, ValueError) as exc:  # e.g. a MessagePack extension type
         return f"properties cannot be stored as JSON: {exc}"
+    except RecursionError:
+        return "properties are nested too deeply"
     return EventRow(
         project=ctx.project,
         event_id=event_id,
@@ -109,17 +116,31 @@ def _event_id(incoming: Incoming) -> str | None:
     if value is None or value == "":
         # No id from the sender: derive one from the content, so a retried body dedupes.
         return str(uuid.uuid5(_ID_NAMESPACE, incoming.raw.decode("utf-8", "replace")))
-    if not isinstance(value, str):
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        return None  # `uuid.UUID()` alone would take " 1_2…" or non-ASCII digits
+    return str(uuid.UUID(value))  # one spelling (lower case, hyphens) for the dedupe key
 
 
-def _timestamp(value: Any, ctx: Context) -> datetime | None:
+def _timestamp(value: Any, ctx: Context) -> datetime | str:
+    """The clock-skew corrected time of an event, or the reason it has none."""
     if value is None or value == "":
         return ctx.received_at
+    parsed = _parse_time(value)
+    if parsed is None:
+        return f"timestamp {_shown(value)} is not an ISO 8601 date-time"
+    since_epoch = parsed - _EPOCH  # a timedelta: no overflow, whatever the skew
+    if ctx.sent_at is not None:
+        since_epoch += ctx.received_at - ctx.sent_at  # the device's clock skew
+    if since_epoch > ctx.received_at + MAX_FUTURE - _EPOCH:
+        return ctx.received_at
+    if since_epoch < EARLIEST - _EPOCH:
+        return f"timestamp {_shown(value)} is before {EARLIEST:%Y-%m-%d}, the earliest kept"
+    corrected = _EPOCH + since_epoch
+    # The column keeps milliseconds: so must everything that reports or forwards the row.
+    return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
+
+
+def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -127,28 +148,18 @@ def _timestamp(value: Any, ctx: Context) -> datetime | None:
             return None
     if not isinstance(value, datetime):
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    if ctx.sent_at is not None:
-        value = value + (ctx.received_at - ctx.sent_at)  # the device's clock skew
-    if value > ctx.received_at + MAX_FUTURE:
-        return ctx.received_at
-    corrected: datetime = value.astimezone(UTC)
-    # The column keeps milliseconds: so must everything that reports or forwards the row.
-    return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def parse_sent_at(value: Any) -> datetime | None:
     """A sender's `sent_at`, when it is a usable date-time."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
+    return _parse_time(value)
+
+
+def _shown(value: Any) -> str:
+    """A sender's value in a reason: its repr, cut short (a reason is no copy of the event)."""
+    shown = repr(value.isoformat() if isinstance(value, datetime) else value)
+    return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 1] + "…"
 
 
 def now() -> datetime:

@@ -58,8 +58,14 @@ class Ingestor:
         self._pending_wait = pending_wait
         self.dedupe_degraded = False
 
-    async def ingest(self, ctx: Context, items: Sequence[Incoming | Invalid]) -> BatchResult:
-        """Store the valid events of one request; say what happened to each."""
+    async def ingest(
+        self, ctx: Context, items: Sequence[Incoming | Invalid], *, keep_rejected: bool = True
+    ) -> BatchResult:
+        """Store the valid events of one request; say what happened to each.
+
+        Refused events are kept in `ingest_errors` unless `keep_rejected` is false (a
+        replay of that table, whose rows are there already).
+        """
         self._metrics.received.labels(ctx.source).inc(len(items))
         rows: list[EventRow] = []
         rejected: list[Rejection] = []
@@ -73,7 +79,7 @@ class Ingestor:
             rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
             dead.append(_dead_letter(ctx, index, outcome, item.raw))
         fresh, duplicates = await self._store(rows)
-        if dead:
+        if dead and keep_rejected:
             await self.dead_letters(dead)
         self._metrics.accepted.labels(ctx.source).inc(len(fresh))
         self._metrics.duplicates.labels(ctx.source).inc(duplicates)
@@ -89,7 +95,7 @@ class Ingestor:
         fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
         try:
             await self._committer.submit([_rows.encode(row) for row in fresh])
-        except Unavailable:
+        except BaseException:  # not stored, or not known to be: free the ids for the retry
             if claimed:
                 await self._settle(self._dedupe.release, claimed)
             raise

@@ -20,10 +20,26 @@ class _Envelope(msgspec.Struct):
     lib: str = ""
 
 
-_decoders: dict[str, tuple[Any, Any]] = {
-    "json": (msgspec.json.Decoder(_Envelope), msgspec.json.Decoder(AnyMessage)),
-    "msgpack": (msgspec.msgpack.Decoder(_Envelope), msgspec.msgpack.Decoder(AnyMessage)),
+class _Ids(msgspec.Struct):
+    """Just the id of a message that did not decode, to name it in the rejection."""
+
+    event_id: Any = None
+
+
+_decoders: dict[str, tuple[Any, Any, Any]] = {
+    "json": (
+        msgspec.json.Decoder(_Envelope),
+        msgspec.json.Decoder(AnyMessage),
+        msgspec.json.Decoder(_Ids),
+    ),
+    "msgpack": (
+        msgspec.msgpack.Decoder(_Envelope),
+        msgspec.msgpack.Decoder(AnyMessage),
+        msgspec.msgpack.Decoder(_Ids),
+    ),
 }
+_to_json = msgspec.json.Encoder()
+_any_msgpack = msgspec.msgpack.Decoder()
 
 
 def body_format(content_type: str | None) -> str:
@@ -40,26 +56,47 @@ def body_format(content_type: str | None) -> str:
 
 def parse_native(body: bytes, fmt: str) -> tuple[list[Incoming | Invalid], Any, str]:
     """(events, sent_at, lib) of a native body; a body that is not a batch is a 400."""
-    envelope_decoder, message_decoder = _decoders[fmt]
+    envelope_decoder = _decoders[fmt][0]
     try:
         envelope: _Envelope = envelope_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise BadPayload(f"body is not a {fmt} batch: {exc}") from exc
-    items: list[Incoming | Invalid] = []
-    for raw in envelope.batch:
-        try:
-            message: AnyMessage = message_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            items.append(Invalid(reason=str(exc), raw=bytes(raw)))
-            continue
-        items.append(
-            Incoming(
-                event=message.event,
-                distinct_id=message.distinct_id,
-                properties=message.properties,
-                event_id=message.event_id,
-                timestamp=message.timestamp,
-                raw=bytes(raw),
-            )
-        )
+    except RecursionError as exc:
+        raise BadPayload(f"body is not a {fmt} batch: it is nested too deeply") from exc
+    items = [_message(bytes(raw), fmt) for raw in envelope.batch]
     return items, parse_sent_at(envelope.sent_at), envelope.lib
+
+
+def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
+    _, message_decoder, ids_decoder = _decoders[fmt]
+    text = raw if fmt == "json" else _as_json(raw)
+    try:
+        message: AnyMessage = message_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        reason = "event is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
+    return Incoming(
+        event=message.event,
+        distinct_id=message.distinct_id,
+        properties=message.properties,
+        event_id=message.event_id,
+        timestamp=message.timestamp,
+        raw=text,
+    )
+
+
+def _as_json(raw: bytes) -> bytes:
+    """A MessagePack event as JSON text: what the size limit, the derived id and the
+    dead-letter table see, as for a JSON body; the MessagePack bytes when it has none."""
+    try:
+        return _to_json.encode(_any_msgpack.decode(raw))
+    except (msgspec.DecodeError, TypeError, ValueError, RecursionError):
+        return raw
+
+
+def _id_of(raw: bytes, decoder: Any) -> str | None:
+    try:
+        found = decoder.decode(raw).event_id
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return found if isinstance(found, str) else None

@@ -1,0 +1,382 @@
+"""Dedupe: an event id is claimed in Redis before the insert, confirmed after it and
+released when the insert fails, so a batch is stored once however often and however
+concurrently it is sent, and a retry after a failure is not lost as a duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from headwater.gateway._dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
+from headwater.gateway._errors import DedupeUnavailable
+
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
+
+AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
+NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event_id": str(uuid.uuid4()),
+        "event": "clicked",
+        "distinct_id": "u_1",
+        "timestamp": "2024-05-01T12:00:00.250Z",
+        "properties": {},
+        **fields,
+    }
+
+
+def body(*messages: dict[str, Any]) -> bytes:
+    return json.dumps({"lib": "tests/1", "batch": list(messages)}).encode()
+
+
+def post(gw: RunningGateway, content: bytes, *, key: str = WRITE_KEY) -> httpx.Response:
+    return httpx.post(
+        gw.url + "/v1/events",
+        content=content,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+def physical_rows(gw: RunningGateway) -> list[tuple[Any, ...]]:
+    """Every stored row, before the ReplacingMergeTree collapses anything."""
+    return gw.rows(
+        "SELECT project, toString(event_id) AS id, properties FROM {db}.events ORDER BY project, id"
+    )
+
+
+def metric(gw: RunningGateway, name: str) -> float:
+    """One sample of /metrics (0 when the series has no sample yet)."""
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def seen_key(gw: RunningGateway, event_id: str) -> str:
+    return f"{gw.settings.redis_prefix}:seen:{PROJECT}:{event_id}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+# -- the same events again -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("redis_dedupe", [True, False], ids=["redis", "in-process"])
+def test_the_same_batch_sent_twice_is_stored_once(
+    start_gateway: GatewayFactory, redis_dedupe: bool
+) -> None:
+    gw = start_gateway(redis=redis_dedupe)
+    messages = [event(), event(), event()]
+    first = post(gw, body(*messages))
+    second = post(gw, body(*messages))
+    assert first.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    assert second.json() == {"accepted": 0, "duplicates": 3, "rejected": []}
+    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+    assert metric(gw, 'headwater_events_duplicate_total{source="native"}') == 3.0
+    assert metric(gw, 'headwater_events_accepted_total{source="native"}') == 3.0
+
+
+def test_the_same_batch_sent_concurrently_is_stored_once(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    messages = [event() for _ in range(5)]
+    content = body(*messages)
+    senders = 8
+    start = threading.Barrier(senders)
+
+    def send(_: int) -> dict[str, Any]:
+        start.wait()
+        response = post(gw, content)
+        assert response.status_code == 200
+        result: dict[str, Any] = response.json()
+        return result
+
+    with ThreadPoolExecutor(senders) as pool:
+        results = list(pool.map(send, range(senders)))
+
+    assert sum(r["accepted"] for r in results) == 5
+    assert sum(r["duplicates"] for r in results) == 5 * (senders - 1)
+    assert all(r["accepted"] + r["duplicates"] == 5 for r in results)
+    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+
+
+def test_duplicates_within_one_batch_are_caught(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    a, b = event(properties={"copy": 1}), event()
+    again = {**a, "properties": {"copy": 2}}
+    response = post(gw, body(a, b, again, a))
+    assert response.json() == {"accepted": 2, "duplicates": 2, "rejected": []}
+    # the first of the copies is the one kept
+    assert physical_rows(gw) == sorted(
+        [(PROJECT, a["event_id"], '{"copy":1}'), (PROJECT, b["event_id"], "{}")]
+    )
+
+
+def test_an_id_is_deduplicated_per_project(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    message = event()
+    assert post(gw, body(message)).json()["accepted"] == 1
+    assert post(gw, body(message), key="other-key").json()["accepted"] == 1
+    assert physical_rows(gw) == [
+        ("other", message["event_id"], "{}"),
+        (PROJECT, message["event_id"], "{}"),
+    ]
+
+
+def test_a_stored_event_is_confirmed_for_the_long_ttl(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway(dedupe_pending_seconds=30, dedupe_ttl_seconds=3600)
+    message = event()
+    assert post(gw, body(message)).json()["accepted"] == 1
+    key = seen_key(gw, message["event_id"])
+    assert redis_client.get(key) == b"d"
+    assert 30 < redis_client.ttl(key) <= 3600
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_failed_insert_releases_its_claims_so_the_retry_is_stored(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway(insert_deadline_seconds=0.3)
+    messages = [event(), event()]
+    content = body(*messages)
+    gw.clickhouse.command(f"DETACH TABLE {gw.database}.events")
+    try:
+        refused = post(gw, content)
+    finally:
+        gw.clickhouse.command(f"ATTACH TABLE {gw.database}.events")
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "2"
+    assert refused.json()["error"].startswith("insert into events failed: ")
+    assert [redis_client.exists(seen_key(gw, m["event_id"])) for m in messages] == [0, 0]
+
+    retry = post(gw, content)
+    again = post(gw, content)
+    assert retry.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert again.json() == {"accepted": 0, "duplicates": 2, "rejected": []}
+    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+
+
+def test_a_batch_the_queue_cannot_take_releases_its_claims(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway(commit_queue_rows=2)
+    messages = [event(), event(), event()]
+    refused = post(gw, body(*messages))
+    assert (refused.status_code, refused.headers["Retry-After"], refused.json()) == (
+        503,
+        "1",
+        {"error": "0 rows already wait for ClickHouse"},
+    )
+    assert [redis_client.exists(seen_key(gw, m["event_id"])) for m in messages] == [0, 0, 0]
+    # the client's retry in smaller batches is stored, none of it dropped as a duplicate
+    assert post(gw, body(*messages[:2])).json()["accepted"] == 2
+    assert post(gw, body(*messages[2:])).json()["accepted"] == 1
+    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    """Poll until `condition` holds (the test's timeout bounds the wait)."""
+    while not condition():
+        time.sleep(0.01)
+
+
+def test_an_insert_that_recovers_within_the_deadline_is_acknowledged(
+    start_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headwater.gateway")
+    gw = start_gateway(insert_deadline_seconds=30)
+    messages = [event(), event()]
+    gw.clickhouse.command(f"DETACH TABLE {gw.database}.events")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post, gw, body(*messages))
+        try:
+            _wait_for(lambda: any("insert failed" in r.getMessage() for r in caplog.records))
+        finally:
+            gw.clickhouse.command(f"ATTACH TABLE {gw.database}.events")
+        response = pending.result()
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+
+
+def test_an_id_another_worker_is_storing_is_waited_for(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    """Another gateway worker holds the claim ('p'): this one waits for its outcome."""
+    gw = start_gateway()
+    stored, released = event(), event()
+    redis_client.set(seen_key(gw, stored["event_id"]), "p", ex=60)
+    redis_client.set(seen_key(gw, released["event_id"]), "p", ex=60)
+    with ThreadPoolExecutor(2) as pool:
+        waiting_stored = pool.submit(post, gw, body(stored))
+        waiting_released = pool.submit(post, gw, body(released))
+        redis_client.set(seen_key(gw, stored["event_id"]), "d", ex=60)  # the other one stored it
+        redis_client.delete(seen_key(gw, released["event_id"]))  # the other one failed
+        assert waiting_stored.result().json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+        assert waiting_released.result().json() == {
+            "accepted": 1,
+            "duplicates": 0,
+            "rejected": [],
+        }
+    assert physical_rows(gw) == [(PROJECT, released["event_id"], "{}")]
+
+
+def test_an_id_held_past_the_deadline_is_a_503(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway(insert_deadline_seconds=0.2)
+    held, free = event(), event()
+    redis_client.set(seen_key(gw, held["event_id"]), "p", ex=60)
+    response = post(gw, body(free, held))
+    assert (response.status_code, response.headers["Retry-After"], response.json()) == (
+        503,
+        "1",
+        {"error": "1 events are being stored by another request"},
+    )
+    # nothing acknowledged, nothing stored, and the id this request had claimed is free
+    assert physical_rows(gw) == []
+    assert redis_client.exists(seen_key(gw, free["event_id"])) == 0
+
+
+def test_without_redis_events_are_accepted_and_the_table_collapses_copies(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = start_gateway(redis_url=NOWHERE)
+    messages = [event(), event()]
+    first = post(gw, body(*messages))
+    second = post(gw, body(*messages))
+    assert first.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert second.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert metric(gw, "headwater_dedupe_bypassed_total") == 4.0
+    ready = httpx.get(gw.url + "/readyz")
+    assert (ready.status_code, ready.json()) == (
+        503,
+        {
+            "ready": False,
+            "clickhouse": "ok",
+            "redis": "unreachable",
+            "dedupe_degraded": True,
+            "queued_rows": 0,
+        },
+    )
+    # Both copies were inserted; the ReplacingMergeTree is the backstop.
+    assert len(physical_rows(gw)) == 4
+    assert gw.rows("SELECT count() FROM {db}.events FINAL") == [(2,)]
+
+
+def test_without_redis_a_fail_closed_gateway_refuses(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(redis_url=NOWHERE, redis_failure="reject")
+    response = post(gw, body(event(), event(event="")))
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "1")
+    assert response.json()["error"].startswith("Redis claim failed: ")
+    assert physical_rows(gw) == []
+    assert metric(gw, "headwater_dedupe_bypassed_total") == 0.0
+    assert httpx.get(gw.url + "/readyz").json()["dedupe_degraded"] is True
+
+
+def test_readiness_with_redis_and_in_process(start_gateway: GatewayFactory) -> None:
+    with_redis, in_process = start_gateway(), start_gateway(redis=False)
+    expected = {"ready": True, "clickhouse": "ok", "dedupe_degraded": False, "queued_rows": 0}
+    ready = httpx.get(with_redis.url + "/readyz")
+    assert (ready.status_code, ready.json()) == (200, {**expected, "redis": "ok"})
+    ready = httpx.get(in_process.url + "/readyz")
+    assert (ready.status_code, ready.json()) == (200, {**expected, "redis": "in-process"})
+
+
+# -- the store contract, run against both stores ---------------------------------------------
+
+StoreFactory = Callable[..., DedupeStore]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest, redis_url: str) -> StoreFactory:
+    def make(*, ttl: int = 3600, pending_ttl: int = 60) -> DedupeStore:
+        if request.param == "memory":
+            return MemoryDedupeStore(ttl=ttl, pending_ttl=pending_ttl)
+        return RedisDedupeStore(
+            redis_url, prefix=f"t{uuid.uuid4().hex}", ttl=ttl, pending_ttl=pending_ttl
+        )
+
+    return make
+
+
+def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
+    async def scenario() -> tuple[list[list[Claim]], bool]:
+        store = make_store()
+        try:
+            found = [
+                await store.claim([]),
+                await store.claim(["p:a", "p:b", "p:c"]),
+                await store.claim(["p:a", "q:a"]),  # a is pending; another project's a is not
+            ]
+            await store.confirm(["p:a"])
+            await store.release(["p:a", "p:b"])  # a, confirmed, stays; b, pending, goes
+            found.append(await store.claim(["p:a", "p:b", "p:c"]))
+            return found, await store.ping()
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (
+        [
+            [],
+            [Claim.NEW, Claim.NEW, Claim.NEW],
+            [Claim.PENDING, Claim.NEW],
+            [Claim.SEEN, Claim.NEW, Claim.PENDING],
+        ],
+        True,
+    )
+
+
+def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
+    async def scenario() -> list[list[Claim]]:
+        store = make_store(pending_ttl=1)
+        try:
+            first = await store.claim(["p:a"])
+            await asyncio.sleep(1.2)  # the claimer died: no confirm, no release
+            return [first, await store.claim(["p:a"])]
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [[Claim.NEW], [Claim.NEW]]
+
+
+def test_redis_store_unreachable() -> None:
+    async def scenario() -> tuple[bool, list[str]]:
+        store = RedisDedupeStore(NOWHERE, ttl=60, pending_ttl=10)
+        errors = []
+        for call in (store.claim, store.confirm, store.release):
+            try:
+                await call(["p:a"])
+            except DedupeUnavailable as exc:
+                errors.append(str(exc).split(":")[0])
+        alive = await store.ping()
+        await store.close()
+        return alive, errors
+
+    assert asyncio.run(scenario()) == (
+        False,
+        ["Redis claim failed", "Redis confirm failed", "Redis release failed"],
+    )
