@@ -183,19 +183,29 @@ def test_a_failed_insert_releases_its_claims_so_the_retry_is_stored(
 def test_a_batch_the_queue_cannot_take_releases_its_claims(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
-    gw = start_gateway(commit_queue_rows=2)
-    messages = [event(), event(), event()]
-    refused = post(gw, body(*messages))
+    gw = start_gateway(commit_queue_rows=2, commit_max_delay_ms=3000)
+    waiting, refused_batch = [event(), event()], [event()]
+    first = threading.Thread(target=post, args=(gw, body(*waiting)))
+    first.start()
+    _wait_for(lambda: gw.gateway.queued_rows == 2)  # the first request waits for its block
+    refused = post(gw, body(*refused_batch))
     assert (refused.status_code, refused.headers["Retry-After"], refused.json()) == (
         503,
         "1",
-        {"error": "0 rows already wait for ClickHouse"},
+        {"error": "2 rows already wait for ClickHouse"},
     )
-    assert [redis_client.exists(seen_key(gw, m["event_id"])) for m in messages] == [0, 0, 0]
-    # the client's retry in smaller batches is stored, none of it dropped as a duplicate
-    assert post(gw, body(*messages[:2])).json()["accepted"] == 2
-    assert post(gw, body(*messages[2:])).json()["accepted"] == 1
-    assert physical_rows(gw) == sorted((PROJECT, m["event_id"], "{}") for m in messages)
+    assert redis_client.exists(seen_key(gw, refused_batch[0]["event_id"])) == 0
+    first.join()
+    # the client's retry is stored, not dropped as a duplicate
+    assert post(gw, body(*refused_batch)).json()["accepted"] == 1
+    expected = sorted((PROJECT, m["event_id"], "{}") for m in [*waiting, *refused_batch])
+    assert physical_rows(gw) == expected
+
+
+def test_a_request_larger_than_the_queue_is_taken_alone(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(commit_queue_rows=2)
+    messages = [event(), event(), event()]
+    assert post(gw, body(*messages)).json() == {"accepted": 3, "duplicates": 0, "rejected": []}
 
 
 def _wait_for(condition: Callable[[], bool]) -> None:

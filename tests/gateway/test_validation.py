@@ -304,12 +304,6 @@ def test_an_unreadable_sent_at_means_no_correction(start_gateway: GatewayFactory
     assert timestamp == datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    reason="ClickHouse.insert_lines (headwater.modeler._clickhouse) keeps ClickHouse's"
-    " max_partitions_per_insert_block of 100: a block whose events span more than 100"
-    " months is refused, and so is every request grouped into it",
-    strict=True,
-)
 def test_events_of_many_months_in_one_batch_are_stored(start_gateway: GatewayFactory) -> None:
     gw = start_gateway(insert_deadline_seconds=0.2)
     messages = [
@@ -588,10 +582,6 @@ def test_a_body_that_stalls_is_a_408(start_gateway: GatewayFactory) -> None:
     assert stored_ids(gw) == []
 
 
-@pytest.mark.xfail(
-    reason="_app.py does not call Ingestor.unreadable() when a body cannot be parsed",
-    strict=True,
-)
 def test_a_body_that_cannot_be_parsed_is_kept_whole(start_gateway: GatewayFactory) -> None:
     gw = start_gateway()
     response = post(gw, b'{"batch": [}')

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, route
@@ -19,7 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from headwater.sdk import BatchResult
 
 from ._body import decode_content, read_body
-from ._errors import RequestError, Unauthorized, Unavailable
+from ._errors import BadPayload, RequestError, Unauthorized, Unavailable
 from ._events import Context, Incoming, Invalid, now
 from ._gateway import Gateway
 from ._logging import request_id_middleware
@@ -58,6 +59,14 @@ class Handlers:
             raise Unauthorized("unknown write key")
         return project
 
+    async def _keep_unreadable(
+        self, project: str, source: str, exc: BadPayload, body: bytes
+    ) -> None:
+        """A body that cannot be parsed is kept whole in ingest_errors (event_index -1)."""
+        await self.gateway.ingestor.unreadable(
+            project=project, source=source, received_at=now(), reason=str(exc), body=body
+        )
+
     async def _ingest(
         self, *, project: str, source: str, lib: str, sent_at: Any, items: list[Incoming | Invalid]
     ) -> BatchResult:
@@ -78,7 +87,11 @@ class Handlers:
         )
         fmt = body_format(request.headers.get("content-type"))
         body = await self._body(request, limit=self.settings.max_batch_body_bytes)
-        items, sent_at, lib = parse_native(body, fmt)
+        try:
+            items, sent_at, lib = parse_native(body, fmt)
+        except BadPayload as exc:
+            await self._keep_unreadable(project, "native", exc, body)
+            raise
         return await self._ingest(
             project=project, source="native", lib=lib or "native", sent_at=sent_at, items=items
         )
@@ -115,10 +128,15 @@ class Handlers:
             else self.settings.max_single_body_bytes
         )
         body = await self._body(request, limit=limit)
-        parsed = parse_segment(body, kind=kind)
         key = basic_auth_user(request.headers.get("authorization")) or request.headers.get(
             "x-write-key"
         )
+        try:
+            parsed = parse_segment(body, kind=kind)
+        except BadPayload as exc:
+            if key and (known := self.settings.project_for(key)):
+                await self._keep_unreadable(known, "segment", exc, body)
+            raise
         project = self._project(key or parsed.write_key)
         result = await self._ingest(
             project=project,
@@ -190,11 +208,18 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         finally:
             await gateway.stop()
 
+    def count_response(route: str, status: int) -> None:
+        gateway.metrics.requests.labels(route, str(status)).inc()
+
+    def unavailable(request: Request[Any, Any, Any], exc: Unavailable) -> Response[dict[str, str]]:
+        gateway.metrics.unavailable.labels(type(exc).__name__).inc()
+        return _unavailable(request, exc)
+
     return Litestar(
         route_handlers=[native_events, posthog_capture, segment_track, healthz, readyz, metrics],
-        middleware=[request_id_middleware],
+        middleware=[partial(request_id_middleware, on_response=count_response)],
         lifespan=[lifespan],
-        exception_handlers={RequestError: _request_error, Unavailable: _unavailable},
+        exception_handlers={RequestError: _request_error, Unavailable: unavailable},
         request_max_body_size=None,  # each route enforces its own limit while streaming
         logging_config=None,  # the process configures logging (JSON lines under `serve`)
         openapi_config=OpenAPIConfig(title="Headwater gateway", version="0.1.0"),

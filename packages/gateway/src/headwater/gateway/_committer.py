@@ -75,7 +75,7 @@ class GroupCommitter:
             return
         if self._stopping:
             raise Overloaded("the gateway is shutting down", retry_after=5)
-        if self._rows + len(lines) > self._queue_rows:
+        if self._rows and self._rows + len(lines) > self._queue_rows:  # one big request: alone
             raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
         waiter = _Waiter(lines, sum(len(line) + 1 for line in lines))
         self._waiting.append(waiter)

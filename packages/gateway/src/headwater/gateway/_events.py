@@ -111,6 +111,11 @@ def _envelope_problem(incoming: Incoming, ctx: Context) -> str | None:
     return None
 
 
+def id_from(text: str) -> str:
+    """A stable UUID for a sender's id that is not one (Segment's `ajs-next-…` message ids)."""
+    return text if _UUID.fullmatch(text) else str(uuid.uuid5(_ID_NAMESPACE, f"id:{text}"))
+
+
 def _event_id(incoming: Incoming) -> str | None:
     value = incoming.event_id
     if value is None or value == "":

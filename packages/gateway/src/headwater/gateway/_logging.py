@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -49,8 +50,11 @@ def configure_logging(level: str = "INFO") -> None:
 access_log = logging.getLogger("headwater.gateway.access")
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Give each request an id (its `X-Request-Id`, or a new one), echo it, log the access."""
+def request_id_middleware(
+    app: ASGIApp, *, on_response: Callable[[str, int], None] | None = None
+) -> ASGIApp:
+    """Give each request an id (its `X-Request-Id`, or a new one), echo it, log the access;
+    `on_response(route handler name, status)` counts it."""
 
     async def middleware(scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,6 +76,9 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            if on_response is not None:
+                handler = scope.get("route_handler")
+                on_response(getattr(handler, "handler_name", "unmatched"), status)
             access_log.info(
                 "%s %s %d",
                 scope["method"],

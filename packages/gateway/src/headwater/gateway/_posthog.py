@@ -59,7 +59,7 @@ def parse_posthog(text: bytes) -> PostHogBody:
     """The events of a capture body: one event, an array, or `{api_key|token, batch, sent_at}`."""
     try:
         document = _json.decode(text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
         raise BadPayload(f"body is not JSON: {exc}") from exc
     envelope: dict[str, Any] = {}
     if isinstance(document, dict) and isinstance(document.get("batch"), list):

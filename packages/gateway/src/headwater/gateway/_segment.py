@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ._errors import BadPayload
-from ._events import Incoming, Invalid, parse_sent_at
+from ._events import Incoming, Invalid, id_from, parse_sent_at
 
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
@@ -44,7 +44,7 @@ def parse_segment(text: bytes, *, kind: str | None) -> SegmentBody:
     """Events of a body: `{batch: [...]}` for `/v1/batch`, one message for the others."""
     try:
         document = _json.decode(text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
         raise BadPayload(f"body is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise BadPayload("body must be a JSON object")
@@ -82,10 +82,15 @@ def _incoming(message: Any, shared: dict[str, Any]) -> Incoming | Invalid:
         event=name,
         distinct_id=str(distinct_id) if isinstance(distinct_id, int | float) else distinct_id,
         properties=properties,
-        event_id=message.get("messageId"),
+        event_id=_message_id(message.get("messageId")),
         timestamp=message.get("timestamp") or message.get("originalTimestamp"),
         raw=raw,
     )
+
+
+def _message_id(value: Any) -> Any:
+    """analytics.js ids look like `ajs-next-<hash>`: map them to a stable UUID."""
+    return id_from(value) if isinstance(value, str) and value else value
 
 
 def _name_and_properties(kind: str, message: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

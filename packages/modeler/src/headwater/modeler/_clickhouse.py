@@ -70,7 +70,11 @@ class ClickHouse:
         self, table: str, columns: Sequence[str], body: bytes, *, token: str | None = None
     ) -> None:
         """Insert `JSONCompactEachRow` lines; `token` makes a retried insert a no-op."""
-        settings: dict[str, Any] = {"date_time_input_format": "best_effort"}
+        settings: dict[str, Any] = {
+            "date_time_input_format": "best_effort",
+            # a backfill or a late batch may span many monthly partitions in one block
+            "max_partitions_per_insert_block": 0,
+        }
         if token is not None:
             settings["insert_deduplication_token"] = token
         with self._lock:
