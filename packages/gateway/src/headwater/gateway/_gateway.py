@@ -14,6 +14,7 @@ from ._errors import SinkUnavailable
 from ._forwarder import Forwarder, Post, posthog_post
 from ._ingest import Ingestor
 from ._metrics import Metrics
+from ._plan import PlanEnforcer
 from ._settings import Settings
 from ._sink import ClickHouseSink
 
@@ -46,6 +47,14 @@ class Gateway:
             metrics=self.metrics,
             queue_size=settings.forward_queue_size,
             post=posthog,
+        )
+        self.plans = PlanEnforcer.from_files(
+            settings.tracking_plans,
+            violations=settings.tracking_policy,
+            unknown=settings.tracking_unknown,
+            count=lambda project, policy: self.metrics.plan_violations.labels(
+                project, policy
+            ).inc(),
         )
         self._ingestor: Ingestor | None = None
         self._committer: GroupCommitter | None = None
@@ -93,6 +102,7 @@ class Gateway:
             metrics=self.metrics,
             fail_closed=s.redis_failure == "reject",
             pending_wait=s.insert_deadline_seconds,
+            plans=self.plans,
         )
         self.forwarder.start()
 

@@ -18,6 +18,7 @@ from ._errors import DedupeUnavailable, Unavailable
 from ._events import Context, EventRow, Incoming, Invalid, to_row
 from ._forwarder import Forwarder
 from ._metrics import Metrics
+from ._plan import PlanEnforcer
 from ._sink import EventSink
 
 logger = logging.getLogger("headwater.gateway")
@@ -48,7 +49,9 @@ class Ingestor:
         metrics: Metrics,
         fail_closed: bool,
         pending_wait: float,
+        plans: PlanEnforcer | None = None,
     ) -> None:
+        self._plans = plans
         self._dedupe = dedupe
         self._committer = committer
         self._sink = sink
@@ -71,7 +74,7 @@ class Ingestor:
         rejected: list[Rejection] = []
         dead: list[_ErrorRow] = []
         for index, item in enumerate(items):
-            outcome = item.reason if isinstance(item, Invalid) else to_row(item, ctx)
+            outcome = item.reason if isinstance(item, Invalid) else self._check(ctx, item)
             if isinstance(outcome, EventRow):
                 rows.append(outcome)
                 continue
@@ -86,6 +89,14 @@ class Ingestor:
         self._metrics.rejected.labels(ctx.source).inc(len(rejected))
         self._forwarder.forward(fresh)
         return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+
+    def _check(self, ctx: Context, item: Incoming) -> EventRow | str:
+        """The row, or why not: the tracking plan first (it may flag), then the checks."""
+        if self._plans is not None:
+            refused = self._plans.review(ctx.project, item.event, item.properties)
+            if refused is not None:
+                return refused
+        return to_row(item, ctx)
 
     async def _store(self, rows: list[EventRow]) -> tuple[list[EventRow], int]:
         unique: dict[str, EventRow] = {}

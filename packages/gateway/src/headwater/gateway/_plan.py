@@ -7,6 +7,7 @@ Event names starting with `$` (identify, alias, page views …) are not the plan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,4 +58,56 @@ class TrackingPlan:
         for error in validator.iter_errors(properties):
             where = ".".join(str(p) for p in error.instance_path)
             return f"properties{'.' + where if where else ''}: {error.message}"
+        return None
+
+
+class PlanEnforcer:
+    """Applies each project's tracking plan with the configured policies.
+
+    `violations` policy (a known event breaking its schema) and `unknown` policy (a name
+    the plan does not list): `reject` refuses the event, `flag` stores it with
+    `properties["$plan_violation"]`, `count` only counts it; unknown names may be `allow`ed.
+    """
+
+    def __init__(
+        self,
+        plans: dict[str, TrackingPlan],
+        *,
+        violations: str,
+        unknown: str,
+        count: Callable[[str, str], None],
+    ) -> None:
+        self._plans = plans
+        self._violations = violations
+        self._unknown = unknown
+        self._count = count
+
+    @classmethod
+    def from_files(
+        cls,
+        files: dict[str, str],
+        *,
+        violations: str,
+        unknown: str,
+        count: Callable[[str, str], None],
+    ) -> PlanEnforcer:
+        plans = {project: TrackingPlan.load(Path(path)) for project, path in files.items()}
+        return cls(plans, violations=violations, unknown=unknown, count=count)
+
+    def review(self, project: str, event: object, properties: object) -> str | None:
+        """The reason to refuse the event, or None (a flagged event's properties gain a key)."""
+        plan = self._plans.get(project)
+        if plan is None or not isinstance(event, str) or not isinstance(properties, dict):
+            return None
+        problem = plan.check(event, properties)
+        if problem is None:
+            return None
+        policy = self._unknown if problem == UNKNOWN else self._violations
+        if policy == "allow":
+            return None
+        self._count(project, policy)
+        if policy == "reject":
+            return f"tracking plan: {problem}"
+        if policy == "flag":
+            properties["$plan_violation"] = problem
         return None
