@@ -73,6 +73,7 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
             "redis_url": redis_url if redis else "",
             "commit_max_delay_ms": 5,
             "redis_prefix": database,
+            "model_schedule": False,
             **overrides,
         }
         settings = Settings(**values)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import date
+from pathlib import Path
 
 import httpx
 
@@ -12,7 +15,7 @@ from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
 from headwater.gateway._committer import GroupCommitter
 from headwater.gateway._sink import ClickHouseSink
 
-from .conftest import GatewayFactory
+from .conftest import GatewayFactory, RunningGateway
 
 
 def test_health_and_readiness(start_gateway: GatewayFactory) -> None:
@@ -150,3 +153,36 @@ def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
     assert db.rows("SELECT toString(event_id) FROM hw_drain.events ORDER BY event_id") == [
         (f"0193aaaa-0000-7000-8000-0000000000{n:02d}",) for n in range(3)
     ]
+
+
+def test_embedded_mode_runs_the_models_in_the_gateway_process(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text("[schedule]\ninterval_seconds = 1\n")
+    gw = start_gateway(
+        clickhouse_url=f"chdb://{tmp_path}/clickhouse", models=str(config), model_schedule=True
+    )
+    at = "2026-11-20T10:00:00Z"
+    body = {
+        "batch": [{"type": "track", "event": "e", "distinct_id": u, "timestamp": at} for u in "ab"]
+    }
+    answer = httpx.post(
+        f"{gw.url}/v1/events", json=body, headers={"Authorization": "Bearer test-key"}
+    )
+    assert answer.json()["accepted"] == 2
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _modeled(gw):
+        time.sleep(0.2)
+    assert gw.rows("SELECT day, dau FROM {db}.metrics_active_users") == [(date(2026, 11, 20), 2)]
+
+
+def _modeled(gw: RunningGateway) -> bool:
+    found = gw.rows(
+        "SELECT count() FROM system.tables"
+        " WHERE database = %(db)s AND name = 'metrics_active_users'",
+        db=gw.database,
+    )
+    return bool(found[0][0]) and bool(
+        gw.rows("SELECT count() FROM {db}.metrics_active_users")[0][0]
+    )

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
-from headwater.modeler import ClickHouse, WarehouseUnavailable
+from headwater.modeler import (
+    ClickHouse,
+    FileLock,
+    ModelConfig,
+    Runner,
+    Scheduler,
+    Timer,
+    WarehouseUnavailable,
+)
 
 from ._clickhouse import migrate
 from ._committer import GroupCommitter
@@ -57,6 +66,7 @@ class Gateway:
             ).inc(),
         )
         self._ingestor: Ingestor | None = None
+        self._scheduler: Scheduler | None = None
         self._committer: GroupCommitter | None = None
 
     @property
@@ -105,6 +115,9 @@ class Gateway:
             plans=self.plans,
         )
         self.forwarder.start()
+        if s.embedded and s.model_schedule:
+            self._scheduler = _scheduler(s, clickhouse)
+            self._scheduler.start()
 
     async def _connect(self) -> ClickHouse:
         s = self.settings
@@ -120,6 +133,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop taking rows, store what is buffered, forward what is queued, close."""
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.stop)
         if self._committer is not None:
             await self._committer.drain()
         await asyncio.to_thread(self.forwarder.stop, 10.0)
@@ -130,6 +145,16 @@ class Gateway:
     @property
     def queued_rows(self) -> int:
         return self._committer.queued_rows if self._committer is not None else 0
+
+
+def _scheduler(settings: Settings, clickhouse: ClickHouse) -> Scheduler:
+    """The models' schedule, sharing this process's chDB connection."""
+    config = ModelConfig.load(Path(settings.models) if settings.models else None)
+    directory = Path(settings.clickhouse_url.removeprefix("chdb://"))
+    lock = FileLock(directory.parent / f"modeler-{settings.clickhouse_database}.lock")
+    timer = Timer(interval=config.schedule.interval_seconds, cron=config.schedule.cron)
+    logger.info("embedded mode: the models run in this process (%s)", config.schedule)
+    return Scheduler(Runner(clickhouse, config, lock=lock), timer)
 
 
 def _dedupe_store(settings: Settings) -> DedupeStore:

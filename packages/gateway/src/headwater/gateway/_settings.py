@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tracking_policy: Literal["reject", "flag", "count"] = "count"
     tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
     demo_write_key: str = ""
+    models: str = ""  # HEADWATER_MODELS: the model configuration file (TOML)
+    model_schedule: bool = True  # embedded mode: run the models' schedule in this process
 
     def __post_init__(self) -> None:
         if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):

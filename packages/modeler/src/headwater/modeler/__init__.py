@@ -7,6 +7,7 @@ from ._errors import ConfigError, ModelerError, ModelFailed, RunLocked, Warehous
 from ._lock import FileLock, RedisLock, RunLock
 from ._models import MODELS, Model
 from ._runner import ModelResult, Runner, RunReport
+from ._schedule import Scheduler, Timer
 from ._settings import ModelerSettings
 
 __all__ = [
@@ -26,5 +27,7 @@ __all__ = [
     "RunLocked",
     "RunReport",
     "Runner",
+    "Scheduler",
+    "Timer",
     "WarehouseUnavailable",
 ]
