@@ -26,8 +26,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouse]:
-    """One chDB directory for the session (a process holds one); tests differ by database."""
-    client = ClickHouse.connect(f"chdb://{tmp_path_factory.mktemp('chdb')}", database="headwater")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's chDB directory: a process can open one, so every test shares it."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def clickhouse(chdb_url: str) -> Iterator[ClickHouse]:
+    """The session's ClickHouse; tests differ by database."""
+    client = ClickHouse.connect(chdb_url, database="headwater")
     yield client
     client.close()
