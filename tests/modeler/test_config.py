@@ -42,7 +42,8 @@ def test_a_file_is_read(tmp_path: Path) -> None:
         ("[retention]\nday_periods = 0\n", "retention periods must be at least 1"),
         ('[[funnels]]\nname = "a"\nsteps = ["x", "y"]\nwindow_seconds = 0\n',
          "funnel 'a': window_seconds must be positive"),
-        ('[[funnels]]\nname = "a"\nsteps = ["x", "y"]\n[[funnels]]\nname = "a"\nsteps = ["x", "z"]\n',
+        ('[[funnels]]\nname = "a"\nsteps = ["x", "y"]\n'
+         '[[funnels]]\nname = "a"\nsteps = ["x", "z"]\n',
          "funnels: names must be unique, got ['a', 'a']"),
         ("lookback_days = \n", "Invalid value"),
     ],
