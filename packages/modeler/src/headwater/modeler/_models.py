@@ -186,13 +186,12 @@ class FactUserActions(DayModel):
         return sorted(days)
 
 
-class DailyActiveUsers(DayModel):
+class DailyActivity(DayModel):
+    """Kept for `active_window_days`; the view fct_daily_active_users adds the user's plan."""
+
     def affected(self, config: ModelConfig, span: Span) -> list[date]:
         oldest = span.last_day - timedelta(days=config.active_window_days - 1)
-        days = set(span.changed)
-        if span.identified_from is not None:  # the current plan may have changed: every day
-            days |= set(_days(span.first_day, span.last_day))
-        return sorted(d for d in days if d >= oldest)
+        return sorted(d for d in span.changed if d >= oldest)
 
 
 class ActiveUsers(Model):
@@ -232,7 +231,11 @@ class RetentionCohorts(Model):
         sources: Sources = NO_SOURCES,
     ) -> str:
         r = config.retention
-        start_filter = f"WHERE event = {quote(r.start_event)}" if r.start_event else ""
+        if r.start_event:  # the cohort starts at the first start event; users without one are out
+            first_day = f"minIf(day, event = {quote(r.start_event)})"
+            having = f"HAVING countIf(event = {quote(r.start_event)}) > 0"
+        else:
+            first_day, having = "min(day)", ""
         parts = []
         for granularity, unit, step, periods in (
             ("day", "toDate", 1, r.day_periods),
@@ -242,7 +245,8 @@ class RetentionCohorts(Model):
                 sql_file("retention_cohorts").format(
                     events=events_between(db, config, EPOCH, FOREVER),
                     start_what=f"{r.start_event!r} event" if r.start_event else "event",
-                    start_filter=start_filter,
+                    first_day=first_day,
+                    having=having,
                     granularity=granularity,
                     unit=unit,
                     days_per_period=step,
@@ -306,9 +310,7 @@ MODELS: tuple[Model, ...] = (
     DimDate("dim_date", "whole", "", "full_date"),
     DimUsers("dim_users", "whole", "", "project, user_id, valid_from"),
     FactUserActions("fact_user_actions", "day", "day", "project, day, user_id, event_id"),
-    DailyActiveUsers(
-        "fct_daily_active_users", "day", "activity_date", "project, activity_date, user_id"
-    ),
+    DailyActivity("fct_daily_activity", "day", "activity_date", "project, activity_date, user_id"),
     DayModel("agg_daily_events", "day", "day", "project, day, event"),
     ActiveUsers("metrics_active_users", "day", "day", "project, day"),
     RetentionCohorts(

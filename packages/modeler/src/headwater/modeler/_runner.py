@@ -24,7 +24,7 @@ from ._config import ModelConfig
 from ._errors import ModelFailed
 from ._ledger import Ledger
 from ._lock import RunLock
-from ._models import EPOCH, FOREVER, MODELS, Model, Span, events_between
+from ._models import EPOCH, FOREVER, MODELS, Model, Span, events_between, sql_file
 
 logger = logging.getLogger("headwater.modeler")
 
@@ -129,6 +129,7 @@ class Runner:
                 return report
             self._views()
             report.results = self._build_all(span, run_id, progress)
+            self._reading_views()
             if since is None and until is None:
                 self.ledger.advance(snapshot)
             return report
@@ -167,6 +168,18 @@ class Runner:
     def _views(self) -> None:
         stg = events_between(self._db, self._config, EPOCH, FOREVER)
         self._ch.command(f"CREATE OR REPLACE VIEW {self._db}.stg_events AS {stg[1:-1]}")
+
+    def _reading_views(self) -> None:
+        """Views over the marts (replacing a table of the same name left by an older version)."""
+        name = "fct_daily_active_users"
+        engine = self._ch.value(
+            "SELECT engine FROM system.tables WHERE database = %(db)s AND name = %(name)s",
+            {"db": self._db, "name": name},
+        )
+        if engine is not None and engine != "View":
+            self._ch.command(f"DROP TABLE {self._db}.{name}")
+        body = sql_file(name).format(db=self._db)
+        self._ch.command(f"CREATE OR REPLACE VIEW {self._db}.{name} AS {body}")
 
     def _build_all(self, span: Span, run_id: str, progress: Progress | None) -> list[ModelResult]:
         """Stage every model, then swap them all in: a failure changes no table."""
@@ -285,7 +298,7 @@ class Runner:
     def _stale_partitions(self, model: Model, span: Span) -> list[str]:
         """Partitions outside what the model keeps: before the data, or past its window."""
         oldest = span.first_day
-        if model.name == "fct_daily_active_users":
+        if model.name == "fct_daily_activity":
             oldest = span.last_day - timedelta(days=self._config.active_window_days - 1)
         found = self._ch.rows(
             "SELECT DISTINCT partition_id FROM system.parts"

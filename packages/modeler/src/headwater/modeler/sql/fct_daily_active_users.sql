@@ -1,16 +1,16 @@
--- grain: one row per project, day and active user, with the user's current plan
+-- grain: one row per project, day and active user, with the user's CURRENT plan and signup.
+-- A view: a plan change shows on every day at once, without rebuilding any partition.
 SELECT
-    e.project AS project,
-    e.day AS activity_date,
-    e.user_id AS user_id,
-    any(u.plan) AS plan,
-    any(u.signed_up_at) AS signed_up_at,
-    count() AS action_count,
-    uniqExact(e.event) AS unique_actions,
-    if(isNull(any(u.signed_up_at)), NULL,
-       dateDiff('day', toDate(any(u.signed_up_at)), e.day)) AS days_since_signup
-FROM {events} AS e
+    a.project AS project,
+    a.activity_date AS activity_date,
+    a.user_id AS user_id,
+    u.plan AS plan,
+    u.signed_up_at AS signed_up_at,
+    a.action_count AS action_count,
+    a.unique_actions AS unique_actions,
+    if(isNull(u.signed_up_at), NULL,
+       dateDiff('day', toDate(u.signed_up_at), a.activity_date)) AS days_since_signup
+FROM {db}.fct_daily_activity AS a
 LEFT JOIN (
-    SELECT project, user_id, plan, signed_up_at FROM {dim_users} WHERE is_current
-) AS u ON u.project = e.project AND u.user_id = e.user_id
-GROUP BY e.project, e.day, e.user_id
+    SELECT project, user_id, plan, signed_up_at FROM {db}.dim_users WHERE is_current
+) AS u ON u.project = a.project AND u.user_id = a.user_id

@@ -1,7 +1,12 @@
 -- grain: one row per project and day, from the project's first active day to the last day
--- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day.
+-- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day. Each day's users
+-- are a bitmap of their 64-bit hashes: a rolling window is an OR of at most 30 bitmaps.
 WITH
-    activity AS (SELECT DISTINCT project, day, user_id FROM {events}),
+    daily AS (
+        SELECT project, day, groupBitmapState(cityHash64(user_id)) AS users
+        FROM {events}
+        GROUP BY project, day
+    ),
     bounds AS (
         SELECT project, min(toDate(timestamp)) AS first_day FROM {db}.events GROUP BY project
     ),
@@ -18,11 +23,11 @@ WITH
         SELECT
             project,
             d AS day,
-            uniqExactIf(user_id, activity.day = d) AS dau,
-            uniqExactIf(user_id, activity.day > d - 7) AS wau,
-            uniqExact(user_id) AS mau
-        FROM activity
-        ARRAY JOIN arrayMap(i -> activity.day + i, range(30)) AS d
+            groupBitmapOrIf(users, daily.day = d) AS dau,
+            groupBitmapOrIf(users, daily.day > d - 7) AS wau,
+            groupBitmapOr(users) AS mau
+        FROM daily
+        ARRAY JOIN arrayMap(i -> daily.day + i, range(30)) AS d
         WHERE d BETWEEN toDate('{start_day}') AND toDate('{end_day}')
         GROUP BY project, d
     )

@@ -1,26 +1,34 @@
 -- grain: one row per project, granularity, cohort start and period: of the users whose
 -- first {start_what} falls in the cohort's {granularity}, how many were active {granularity}s later.
+-- Each user's active days are gathered once; no join with the activity.
 WITH
-    activity AS (SELECT DISTINCT project, user_id, day FROM {events}),
-    firsts AS (
-        SELECT project, user_id, min(day) AS first_day
+    users AS (
+        SELECT
+            project,
+            user_id,
+            {first_day} AS first_day,
+            groupUniqArray(day) AS days
         FROM {events}
-        {start_filter}
         GROUP BY project, user_id
+        {having}
     ),
-    cohorts AS (SELECT project, user_id, {unit}(first_day) AS cohort_start FROM firsts),
+    cohorts AS (
+        SELECT
+            project,
+            {unit}(first_day) AS cohort_start,
+            arrayDistinct(arrayMap(
+                d -> intDiv(dateDiff('day', cohort_start, {unit}(d)), {days_per_period}),
+                arrayFilter(d -> d >= first_day, days)
+            )) AS periods
+        FROM users
+    ),
     sizes AS (
         SELECT project, cohort_start, count() AS cohort_size FROM cohorts GROUP BY project, cohort_start
     ),
     retained AS (
-        SELECT
-            c.project AS project,
-            c.cohort_start AS cohort_start,
-            intDiv(dateDiff('day', c.cohort_start, {unit}(a.day)), {days_per_period}) AS period,
-            uniqExact(c.user_id) AS retained
-        FROM cohorts AS c
-        INNER JOIN activity AS a ON a.project = c.project AND a.user_id = c.user_id
-        WHERE a.day >= c.cohort_start
+        SELECT project, cohort_start, period, count() AS retained
+        FROM cohorts
+        ARRAY JOIN periods AS period
         GROUP BY project, cohort_start, period
     )
 SELECT
