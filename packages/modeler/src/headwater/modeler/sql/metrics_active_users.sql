@@ -1,11 +1,29 @@
 -- grain: one row per project and day, from the project's first active day to the last day
--- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day. Each day's users
--- are a bitmap of their 64-bit hashes: a rolling window is an OR of at most 30 bitmaps.
+-- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day.
+-- A user active on day a counts in the W-day window of days a .. a+W-1; each user's active
+-- days (sorted) are turned into the disjoint days they newly cover, so a count per day is
+-- a distinct count: no set of users is ever merged.
 WITH
-    daily AS (
-        SELECT project, day, groupBitmapState(cityHash64(user_id)) AS users
+    users AS (
+        SELECT project, arraySort(groupUniqArray(toUInt32(day))) AS days
         FROM {events}
-        GROUP BY project, day
+        GROUP BY project, user_id
+    ),
+    covered AS (
+        SELECT project, days, arrayPushFront(arrayPopBack(days), toUInt32(0)) AS previous
+        FROM users
+    ),
+    counts AS (
+        SELECT project, d, 1 AS dau, 0 AS wau, 0 AS mau
+        FROM covered ARRAY JOIN days AS d
+        UNION ALL
+        SELECT project, d, 0, 1, 0
+        FROM covered ARRAY JOIN arrayFlatten(arrayMap(
+            (a, p) -> range(greatest(a, p + 7), a + 7), days, previous)) AS d
+        UNION ALL
+        SELECT project, d, 0, 0, 1
+        FROM covered ARRAY JOIN arrayFlatten(arrayMap(
+            (a, p) -> range(greatest(a, p + 30), a + 30), days, previous)) AS d
     ),
     bounds AS (
         SELECT project, min(toDate(timestamp)) AS first_day FROM {db}.events GROUP BY project
@@ -20,15 +38,10 @@ WITH
         WHERE d >= b.first_day
     ),
     windows AS (
-        SELECT
-            project,
-            d AS day,
-            groupBitmapOrIf(users, daily.day = d) AS dau,
-            groupBitmapOrIf(users, daily.day > d - 7) AS wau,
-            groupBitmapOr(users) AS mau
-        FROM daily
-        ARRAY JOIN arrayMap(i -> daily.day + i, range(30)) AS d
-        WHERE d BETWEEN toDate('{start_day}') AND toDate('{end_day}')
+        SELECT project, toDate('1970-01-01') + d AS day, sum(dau) AS dau, sum(wau) AS wau,
+               sum(mau) AS mau
+        FROM counts
+        WHERE d BETWEEN toUInt32(toDate('{start_day}')) AND toUInt32(toDate('{end_day}'))
         GROUP BY project, d
     )
 SELECT
