@@ -26,13 +26,14 @@ def sql_file(name: str) -> str:
     return files("headwater.modeler").joinpath("sql", f"{name}.sql").read_text()
 
 
-def events_between(db: str, config: ModelConfig, start: str, end: str) -> str:
-    """`stg_events` for events with `start <= timestamp < end`, as a subquery."""
+def events_between(db: str, config: ModelConfig, start: str, end: str, *, only: str = "") -> str:
+    """`stg_events` for events with `start <= timestamp < end` (and `only`), as a subquery."""
     m = config.measures
     body = sql_file("stg_events").format(
         db=db,
         start=start,
         end=end,
+        only=f"AND {only}" if only else "",
         duration_seconds=m.duration_seconds,
         items_count=m.items_count,
         revenue_cents=m.revenue_cents,
@@ -52,6 +53,11 @@ def activity_between(db: str, start: str, end: str) -> str:
         f" FROM {db}.events WHERE timestamp >= toDateTime64('{start}', 3, 'UTC')"
         f" AND timestamp < toDateTime64('{end}', 3, 'UTC'))"
     )
+
+
+def activity_source(db: str, sources: Sources) -> str:
+    """fct_daily_activity as it is after this run's swap: one row per project, day and user."""
+    return sources.get("fct_daily_activity", f"{db}.fct_daily_activity")
 
 
 def quote(text: str) -> str:
@@ -156,7 +162,7 @@ class DimUsers(Model):
             for t in traits
         )
         return sql_file("dim_users").format(
-            events=events_between(db, config, EPOCH, FOREVER),
+            events=events_between(db, config, EPOCH, FOREVER, only="event = '$identify'"),
             trait_values=values,
             trait_carry=carry,
             trait_hash=", ".join(f"ifNull({t}, ''), isNull({t})" for t in traits),
@@ -201,11 +207,8 @@ class FactUserActions(DayModel):
 
 
 class DailyActivity(DayModel):
-    """Kept for `active_window_days`; the view fct_daily_active_users adds the user's plan."""
-
-    def affected(self, config: ModelConfig, span: Span) -> list[date]:
-        oldest = span.last_day - timedelta(days=config.active_window_days - 1)
-        return sorted(d for d in span.changed if d >= oldest)
+    """Who was active on which day, and how much (every day: active users and retention
+    read it; the view fct_daily_active_users shows the trailing window with each plan)."""
 
 
 class ActiveUsers(Model):
@@ -219,7 +222,11 @@ class ActiveUsers(Model):
         *,
         sources: Sources = NO_SOURCES,
     ) -> str:
-        events = activity_between(db, _ts(start - timedelta(days=29)), _ts(end + timedelta(days=1)))
+        first = start - timedelta(days=29)
+        events = (
+            f"(SELECT project, user_id, activity_date AS day FROM {activity_source(db, sources)}"
+            f" WHERE activity_date BETWEEN toDate('{first}') AND toDate('{end}'))"
+        )
         return sql_file("metrics_active_users").format(
             db=db, events=events, start_day=_day(start), end_day=_day(end)
         )
@@ -248,6 +255,12 @@ class RetentionCohorts(Model):
             having = f"HAVING countIf(event = {quote(r.start_event)}) > 0"
         else:
             first_day, having = "min(day)", ""
+        activity = activity_source(db, sources)
+        events = (
+            activity_between(db, EPOCH, FOREVER)
+            if r.start_event  # the start event is not in the daily activity
+            else f"(SELECT project, user_id, activity_date AS day FROM {activity})"
+        )
         parts = []
         for granularity, unit, step, periods in (
             ("day", "toDate", 1, r.day_periods),
@@ -255,7 +268,7 @@ class RetentionCohorts(Model):
         ):
             parts.append(
                 sql_file("retention_cohorts").format(
-                    events=activity_between(db, EPOCH, FOREVER),
+                    events=events,
                     start_what=f"{r.start_event!r} event" if r.start_event else "event",
                     first_day=first_day,
                     having=having,

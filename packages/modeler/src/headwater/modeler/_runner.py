@@ -178,7 +178,7 @@ class Runner:
         )
         if engine is not None and engine != "View":
             self._ch.command(f"DROP TABLE {self._db}.{name}")
-        body = sql_file(name).format(db=self._db)
+        body = sql_file(name).format(db=self._db, window=self._config.active_window_days)
         self._ch.command(f"CREATE OR REPLACE VIEW {self._db}.{name} AS {body}")
 
     def _build_all(self, span: Span, run_id: str, progress: Progress | None) -> list[ModelResult]:
@@ -193,7 +193,7 @@ class Runner:
                 item = self._stage(model, span, run_id, sources)
                 item.seconds = time.perf_counter() - item.clock
                 staged.append(item)
-                sources[model.name] = item.staging
+                sources[model.name] = self._after_swap(item, span)
             for item in staged:
                 self._swap(item)
                 self._record(run_id, item, "ok", "")
@@ -203,6 +203,18 @@ class Runner:
         if progress is not None:
             progress("done", total, total)
         return [item.result() for item in staged]
+
+    def _after_swap(self, item: Staged, span: Span) -> str:
+        """What a later model of this run reads for `item`: its table as the swap will leave it."""
+        if item.model.partitioning == "whole":
+            return item.staging
+        column = item.model.partition_column
+        replaced = ", ".join(f"toDate('{d}')" for d in item.days) or "toDate('1970-01-01')"
+        return (
+            f"(SELECT * FROM {self._db}.{item.model.name}"  # noqa: S608 - names and dates we made
+            f" WHERE {column} >= toDate('{span.first_day}') AND {column} NOT IN ({replaced})"
+            f" UNION ALL SELECT * FROM {item.staging})"
+        )
 
     def _stage(self, model: Model, span: Span, run_id: str, sources: dict[str, str]) -> Staged:
         """Build the model's new partitions into its staging table."""
@@ -296,10 +308,9 @@ class Runner:
         return True
 
     def _stale_partitions(self, model: Model, span: Span) -> list[str]:
-        """Partitions outside what the model keeps: before the data, or past its window."""
+        """Partitions of days before the first event (events are never deleted, but a
+        backfill into another database, or a changed ingestion, can leave some)."""
         oldest = span.first_day
-        if model.name == "fct_daily_activity":
-            oldest = span.last_day - timedelta(days=self._config.active_window_days - 1)
         found = self._ch.rows(
             "SELECT DISTINCT partition_id FROM system.parts"
             " WHERE database = %(db)s AND table = %(name)s AND active",

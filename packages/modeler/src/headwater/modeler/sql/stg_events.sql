@@ -18,4 +18,5 @@ SELECT
 FROM {db}.events
 WHERE timestamp >= toDateTime64('{start}', 3, 'UTC')
   AND timestamp < toDateTime64('{end}', 3, 'UTC')
+  {only}
 LIMIT 1 BY project, event_id
