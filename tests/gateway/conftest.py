@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import socket
-import threading
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import uvicorn
 
 from headwater.gateway import ClickHouse, Gateway, Settings, create_app
+from headwater.gateway._embedded import serving
 
 WRITE_KEY = "test-key"
 PROJECT = "proj"
@@ -38,30 +39,13 @@ class RunningGateway:
         return self.clickhouse.rows(sql.replace("{db}", self.database), parameters or None)
 
 
-def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    """Serve an ASGI app on a free loopback port from a thread; returns once it listens."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.01)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 GatewayFactory = Callable[..., RunningGateway]
 
 
 @pytest.fixture
 def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFactory]:
     """Start gateways with settings overrides; each gets a database of its own."""
-    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+    running = contextlib.ExitStack()
 
     def start(*, redis: bool = True, **overrides: Any) -> RunningGateway:
         database = f"hw_test_{next(_databases)}_{int(time.time() * 1000) % 100_000_000}"
@@ -79,17 +63,51 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
         settings = Settings(**values)
         shared = clickhouse.sharing(database=database)
         gateway = Gateway(settings, clickhouse=shared)
-        server, thread, url = serve(create_app(settings, gateway=gateway))
-        running.append((server, thread))
+        url = running.enter_context(serving(create_app(settings, gateway=gateway)))
         return RunningGateway(url=url, settings=settings, gateway=gateway, clickhouse=shared)
 
     yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=30)
+    running.close()
 
 
 @pytest.fixture
 def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     """A gateway with Redis dedupe and the test write keys."""
     return start_gateway()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One row of `events`, its properties parsed and its times in UTC."""
+
+    project: str
+    event_id: str
+    event: str
+    distinct_id: str
+    timestamp: datetime
+    received_at: datetime
+    properties: dict[str, Any]
+    lib: str
+    source: str
+
+
+def stored(gw: RunningGateway) -> dict[str, Stored]:
+    """Every stored event by event id."""
+    rows = gw.rows(
+        "SELECT project, toString(event_id), event, distinct_id, timestamp, received_at,"
+        " properties, lib, source FROM {db}.events FINAL"
+    )
+    return {
+        r[1]: Stored(
+            project=r[0],
+            event_id=r[1],
+            event=r[2],
+            distinct_id=r[3],
+            timestamp=r[4].replace(tzinfo=UTC),
+            received_at=r[5].replace(tzinfo=UTC),
+            properties=json.loads(r[6]),
+            lib=r[7],
+            source=r[8],
+        )
+        for r in rows
+    }

@@ -7,7 +7,6 @@ import base64
 import gzip
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from posthog import Posthog
 from posthog.utils import system_context
 from posthog.version import VERSION
 
-from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored, stored
 
 # Headwater's UUIDv5 namespace: an event without an id gets uuid5(namespace, its JSON).
 # Changing it would make a retry that spans an upgrade slip past dedupe.
@@ -38,43 +37,6 @@ PYTHON_LIB = {
     "$geoip_disable": True,
     "$is_server": True,
 }
-
-
-@dataclass(frozen=True)
-class Stored:
-    """One row of `events`, its properties parsed and its times in UTC."""
-
-    project: str
-    event_id: str
-    event: str
-    distinct_id: str
-    timestamp: datetime
-    received_at: datetime
-    properties: dict[str, Any]
-    lib: str
-    source: str
-
-
-def stored(gw: RunningGateway) -> dict[str, Stored]:
-    """Every stored event by event id."""
-    rows = gw.rows(
-        "SELECT project, toString(event_id), event, distinct_id, timestamp, received_at,"
-        " properties, lib, source FROM {db}.events FINAL"
-    )
-    return {
-        r[1]: Stored(
-            project=r[0],
-            event_id=r[1],
-            event=r[2],
-            distinct_id=r[3],
-            timestamp=r[4].replace(tzinfo=UTC),
-            received_at=r[5].replace(tzinfo=UTC),
-            properties=json.loads(r[6]),
-            lib=r[7],
-            source=r[8],
-        )
-        for r in rows
-    }
 
 
 def only(gw: RunningGateway) -> Stored:

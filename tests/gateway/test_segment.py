@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.version import VERSION
 
-from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, stored
 
 # Headwater's UUIDv5 namespace: a message without a messageId gets uuid5(namespace, its JSON).
 ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")
@@ -28,43 +27,6 @@ LIBRARY = {"library": {"name": "analytics-python", "version": VERSION}}
 
 def ok(accepted: int = 1, duplicates: int = 0) -> dict[str, Any]:
     return {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": []}
-
-
-@dataclass(frozen=True)
-class Stored:
-    """One row of `events`, its properties parsed and its times in UTC."""
-
-    project: str
-    event_id: str
-    event: str
-    distinct_id: str
-    timestamp: datetime
-    received_at: datetime
-    properties: dict[str, Any]
-    lib: str
-    source: str
-
-
-def stored(gw: RunningGateway) -> dict[str, Stored]:
-    """Every stored event by event id."""
-    rows = gw.rows(
-        "SELECT project, toString(event_id), event, distinct_id, timestamp, received_at,"
-        " properties, lib, source FROM {db}.events FINAL"
-    )
-    return {
-        r[1]: Stored(
-            project=r[0],
-            event_id=r[1],
-            event=r[2],
-            distinct_id=r[3],
-            timestamp=r[4].replace(tzinfo=UTC),
-            received_at=r[5].replace(tzinfo=UTC),
-            properties=json.loads(r[6]),
-            lib=r[7],
-            source=r[8],
-        )
-        for r in rows
-    }
 
 
 def ids(n: int) -> list[str]:
