@@ -14,10 +14,8 @@ from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner
 from headwater.modeler._models import (
     EPOCH,
     FOREVER,
-    NO_SOURCES,
+    Build,
     DayModel,
-    Sources,
-    Span,
     events_between,
 )
 from headwater.modeler.synthetic import SyntheticEvent, generate
@@ -200,19 +198,11 @@ def test_incremental_runs_equal_a_full_rebuild(warehouse_factory: WarehouseFacto
 class Exploding(DayModel):
     """A model whose SQL fails inside ClickHouse (throwIf) once it reads any event."""
 
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
+    def select(self, build: Build, start: date, end: date) -> str:
+        events = events_between(build.db, build.config, EPOCH, FOREVER)
         return (
             f"SELECT day, throwIf(count() > 0, 'boom') AS failed"  # noqa: S608
-            f" FROM {events_between(db, config, EPOCH, FOREVER)} GROUP BY day"
+            f" FROM {events} GROUP BY day"
         )
 
 

@@ -4,7 +4,7 @@ partitions a run must rebuild when events of some days changed."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
 from importlib.resources import files
@@ -17,7 +17,6 @@ FOREVER = "2299-12-31 00:00:00.000"
 
 Partitioning = Literal["day", "whole"]
 Sources = Mapping[str, str]  # model → the table to read it from (its staging table mid-run)
-NO_SOURCES: Sources = {}
 
 
 @cache
@@ -55,11 +54,6 @@ def activity_between(db: str, start: str, end: str) -> str:
     )
 
 
-def activity_source(db: str, sources: Sources) -> str:
-    """fct_daily_activity as it is after this run's swap: one row per project, day and user."""
-    return sources.get("fct_daily_activity", f"{db}.fct_daily_activity")
-
-
 def quote(text: str) -> str:
     """`text` as a ClickHouse string literal (event and funnel names come from users)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -84,6 +78,21 @@ class Span:
 
 
 @dataclass(frozen=True)
+class Build:
+    """What a model's SQL is rendered for: the database, the configuration, the run's span,
+    and the tables to read other models from (their staged state, mid-run)."""
+
+    db: str
+    config: ModelConfig
+    span: Span
+    sources: Sources = field(default_factory=dict)
+
+    def table(self, model: str) -> str:
+        """Where to read `model`: as this run will leave it, or as it is."""
+        return self.sources.get(model, f"{self.db}.{model}")
+
+
+@dataclass(frozen=True)
 class Model:
     """A mart: its name, partitioning, key, and how to select its rows."""
 
@@ -93,16 +102,7 @@ class Model:
     order_by: str
     engine: str = "MergeTree"
 
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
+    def select(self, build: Build, start: date, end: date) -> str:
         """The rows of partitions `start..end` (for whole tables: the whole table)."""
         raise NotImplementedError
 
@@ -118,36 +118,18 @@ class Model:
 
 
 class DimDate(Model):
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
-        holidays = ", ".join(f"toDate('{d.isoformat()}')" for d in config.calendar.holidays)
+    def select(self, build: Build, start: date, end: date) -> str:
+        holidays = ", ".join(f"toDate('{d}')" for d in build.config.calendar.holidays)
         return sql_file("dim_date").format(
             holidays=holidays,
-            first_day=_day(date(span.first_day.year - 1, 1, 1)),
-            last_day=_day(date(span.last_day.year + 1, 12, 31)),
+            first_day=_day(date(build.span.first_day.year - 1, 1, 1)),
+            last_day=_day(date(build.span.last_day.year + 1, 12, 31)),
         )
 
 
 class DimUsers(Model):
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
-        traits = config.traits
+    def select(self, build: Build, start: date, end: date) -> str:
+        traits = build.config.traits
         values = ",\n            ".join(_trait_value(t) for t in traits)
         carry = ",\n            ".join(
             f"anyLast({t}) OVER (PARTITION BY project, user_id"
@@ -162,7 +144,9 @@ class DimUsers(Model):
             for t in traits
         )
         return sql_file("dim_users").format(
-            events=events_between(db, config, EPOCH, FOREVER, only="event = '$identify'"),
+            events=events_between(
+                build.db, build.config, EPOCH, FOREVER, only="event = '$identify'"
+            ),
             trait_values=values,
             trait_carry=carry,
             trait_hash=", ".join(f"ifNull({t}, ''), isNull({t})" for t in traits),
@@ -183,19 +167,11 @@ def _trait_value(trait: str) -> str:
 class DayModel(Model):
     """A model whose rows for day D come from the events of day D."""
 
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
-        events = events_between(db, config, _ts(start), _ts(end + timedelta(days=1)))
-        dim_users = sources.get("dim_users", f"{db}.dim_users")
-        return sql_file(self.name).format(db=db, events=events, dim_users=dim_users)
+    def select(self, build: Build, start: date, end: date) -> str:
+        events = events_between(build.db, build.config, _ts(start), _ts(end + timedelta(days=1)))
+        return sql_file(self.name).format(
+            db=build.db, events=events, dim_users=build.table("dim_users")
+        )
 
 
 class FactUserActions(DayModel):
@@ -212,23 +188,14 @@ class DailyActivity(DayModel):
 
 
 class ActiveUsers(Model):
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
-        first = start - timedelta(days=29)
+    def select(self, build: Build, start: date, end: date) -> str:
+        first, activity = start - timedelta(days=29), build.table("fct_daily_activity")
         events = (
-            f"(SELECT project, user_id, activity_date AS day FROM {activity_source(db, sources)}"
+            f"(SELECT project, user_id, activity_date AS day FROM {activity}"
             f" WHERE activity_date BETWEEN toDate('{first}') AND toDate('{end}'))"
         )
         return sql_file("metrics_active_users").format(
-            db=db, events=events, start_day=_day(start), end_day=_day(end)
+            db=build.db, events=events, start_day=_day(start), end_day=_day(end)
         )
 
     def affected(self, config: ModelConfig, span: Span) -> list[date]:
@@ -239,25 +206,16 @@ class ActiveUsers(Model):
 
 
 class RetentionCohorts(Model):
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
-        r = config.retention
+    def select(self, build: Build, start: date, end: date) -> str:
+        r = build.config.retention
         if r.start_event:  # the cohort starts at the first start event; users without one are out
             first_day = f"minIf(day, event = {quote(r.start_event)})"
             having = f"HAVING countIf(event = {quote(r.start_event)}) > 0"
         else:
             first_day, having = "min(day)", ""
-        activity = activity_source(db, sources)
+        activity = build.table("fct_daily_activity")
         events = (
-            activity_between(db, EPOCH, FOREVER)
+            activity_between(build.db, EPOCH, FOREVER)
             if r.start_event  # the start event is not in the daily activity
             else f"(SELECT project, user_id, activity_date AS day FROM {activity})"
         )
@@ -276,7 +234,7 @@ class RetentionCohorts(Model):
                     unit=unit,
                     days_per_period=step,
                     periods=periods,
-                    last_day=_day(span.last_day),
+                    last_day=_day(build.span.last_day),
                     start_day=_day(start),
                     end_day=_day(end),
                 )
@@ -291,22 +249,13 @@ class RetentionCohorts(Model):
 
 
 class FunnelConversions(Model):
-    def select(
-        self,
-        db: str,
-        config: ModelConfig,
-        span: Span,
-        start: date,
-        end: date,
-        *,
-        sources: Sources = NO_SOURCES,
-    ) -> str:
+    def select(self, build: Build, start: date, end: date) -> str:
         return "\nUNION ALL\n".join(
-            f"SELECT * FROM (\n{self._one(db, config, funnel, start, end)}\n)"
-            for funnel in config.funnels
+            f"SELECT * FROM (\n{self._one(build.db, funnel, start, end)}\n)"
+            for funnel in build.config.funnels
         )
 
-    def _one(self, db: str, config: ModelConfig, funnel: Funnel, start: date, end: date) -> str:
+    def _one(self, db: str, funnel: Funnel, start: date, end: date) -> str:
         reach = timedelta(days=funnel.window_seconds // 86_400 + 2)
         steps = "[" + ", ".join(quote(step) for step in funnel.steps) + "]"
         return sql_file("funnel_conversions").format(

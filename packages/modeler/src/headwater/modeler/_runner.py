@@ -24,7 +24,7 @@ from ._config import ModelConfig
 from ._errors import ModelFailed
 from ._ledger import Ledger
 from ._lock import RunLock
-from ._models import EPOCH, FOREVER, MODELS, Model, Span, events_between, sql_file
+from ._models import EPOCH, FOREVER, MODELS, Build, Model, Span, events_between, sql_file
 
 logger = logging.getLogger("headwater.modeler")
 
@@ -224,7 +224,7 @@ class Runner:
             self._ch.command(f"CREATE TABLE {item.staging} AS {self._db}.{model.name}")
             if model.partitioning == "whole":
                 select = model.select(
-                    self._db, self._config, span, span.first_day, span.last_day, sources=sources
+                    Build(self._db, self._config, span, sources), span.first_day, span.last_day
                 )
                 self._ch.command(f"INSERT INTO {item.staging} {select}")
                 item.rows = int(self._ch.value(f"SELECT count() FROM {item.staging}"))  # noqa: S608
@@ -248,7 +248,7 @@ class Runner:
     def _fill(self, model: Model, span: Span, item: Staged, sources: dict[str, str]) -> None:
         column = model.partition_column
         for first, last in _ranges(item.days) if item.days else ():
-            select = model.select(self._db, self._config, span, first, last, sources=sources)
+            select = model.select(Build(self._db, self._config, span, sources), first, last)
             self._ch.command(
                 f"INSERT INTO {item.staging} SELECT * FROM ({select})"  # noqa: S608
                 f" WHERE {column} BETWEEN toDate('{first}') AND toDate('{last}')"
@@ -292,7 +292,7 @@ class Runner:
         """Create the table (or re-create it when its columns changed); True when new."""
         target = f"{self._db}.{model.name}"
         day = span.last_day
-        select = model.select(self._db, self._config, span, day, day, sources=sources)
+        select = model.select(Build(self._db, self._config, span, sources), day, day)
         wanted = [(r[0], r[1]) for r in self._ch.rows(f"DESCRIBE ({select})")]
         exists = self._ch.value(
             "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(name)s",

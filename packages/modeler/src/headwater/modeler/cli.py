@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ._clickhouse import ClickHouse
 from ._errors import ModelerError
-from ._models import MODELS, Span, model
+from ._models import MODELS, Build, Span, model
 from ._runner import Runner, RunReport
 from ._schedule import Timer
 from ._settings import ModelerSettings
@@ -123,7 +123,7 @@ def sql(
         err.print(f"[red]error:[/red] {escape(str(exc.args[0]))}")
         raise typer.Exit(2) from exc
     span = Span(start, end, frozenset(), None)
-    typer.echo(chosen.select(settings.clickhouse_database, config, span, start, end))
+    typer.echo(chosen.select(Build(settings.clickhouse_database, config, span), start, end))
 
 
 @model_app.command("schedule")
