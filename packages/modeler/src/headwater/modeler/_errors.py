@@ -5,7 +5,9 @@ ModelerError
 ├── ConfigError            the model configuration or a setting is wrong (named)
 ├── WarehouseUnavailable   ClickHouse cannot be reached
 ├── RunLocked              another run holds the lock
-└── ModelFailed            a model's SQL failed; its previous data is intact
+├── ModelFailed            a model's SQL failed; its previous data is intact
+└── AlertDeliveryError     an alert channel refused an alert (in _alerts; never raised out
+                           of a run: the dispatcher logs and counts it)
 ```
 """
 
