@@ -1,20 +1,43 @@
 """Headwater's modeler: turns the raw `events` table into a star schema, daily aggregates,
 active users, retention cohorts and funnels, incrementally and idempotently."""
 
+from ._alerts import CheckOutcome
 from ._clickhouse import ClickHouse
-from ._config import Funnel, ModelConfig
+from ._config import (
+    Accuracy,
+    AnyCheck,
+    Check,
+    Completeness,
+    Consistency,
+    Custom,
+    Freshness,
+    Funnel,
+    ModelConfig,
+    SchemaDrift,
+    Uniqueness,
+    Volume,
+)
 from ._errors import ConfigError, ModelerError, ModelFailed, RunLocked, WarehouseUnavailable
 from ._lock import FileLock, RedisLock, RunLock
 from ._models import MODELS, Model
+from ._quality import run_checks
 from ._runner import ModelResult, Runner, RunReport
 from ._schedule import Scheduler, Timer
 from ._settings import ModelerSettings
 
 __all__ = [
     "MODELS",
+    "Accuracy",
+    "AnyCheck",
+    "Check",
+    "CheckOutcome",
     "ClickHouse",
+    "Completeness",
     "ConfigError",
+    "Consistency",
+    "Custom",
     "FileLock",
+    "Freshness",
     "Funnel",
     "Model",
     "ModelConfig",
@@ -28,6 +51,10 @@ __all__ = [
     "RunReport",
     "Runner",
     "Scheduler",
+    "SchemaDrift",
     "Timer",
+    "Uniqueness",
+    "Volume",
     "WarehouseUnavailable",
+    "run_checks",
 ]

@@ -35,6 +35,7 @@ import re
 import tomllib
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -86,6 +87,164 @@ class Schedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError("schedule: set interval_seconds > 0 or a cron expression")
 
 
+Severity = Literal["warn", "error"]
+
+
+class Check(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
+):
+    """A data-quality check on `table`; an `error` check that fails fails `headwater check`.
+
+    Declared in the configuration as `[[checks]]` tables with a `kind`; every SQL
+    identifier (table, column) is validated here, free SQL (`value`, `where`, `sql`) is
+    the configuration author's, like a dbt test.
+    """
+
+    name: str
+    table: str
+    severity: Severity = "error"
+
+    def __post_init__(self) -> None:
+        _identifier(self.name, f"check {self.name!r}: name")
+        for column in self.identifiers():
+            _identifier(column, f"check {self.name!r}")
+
+    def identifiers(self) -> list[str]:
+        """The table and column names the check's SQL is built from."""
+        return [self.table]
+
+
+class Freshness(Check, frozen=True, tag="freshness"):
+    """The newest `column` of `table` is at most `max_age_seconds` old (UTC)."""
+
+    column: str = "timestamp"
+    max_age_seconds: int = 7_200
+
+    def identifiers(self) -> list[str]:
+        return [self.table, self.column]
+
+
+class Completeness(Check, frozen=True, tag="completeness"):
+    """The share of NULL or empty values of each of `columns` is at most `max_null_rate`."""
+
+    columns: list[str]
+    max_null_rate: float = 0.001
+
+    def identifiers(self) -> list[str]:
+        return [self.table, *self.columns]
+
+
+class Uniqueness(Check, frozen=True, tag="uniqueness"):
+    """The share of rows repeating a `key` (read as stored: before merges) is at most
+    `max_duplicate_rate`."""
+
+    key: list[str]
+    max_duplicate_rate: float = 0.0001
+
+    def identifiers(self) -> list[str]:
+        return [self.table, *self.key]
+
+
+class Accuracy(Check, frozen=True, tag="accuracy"):
+    """Every non-NULL `column` value is within [`min`, `max`] and, when `accepted` is set,
+    one of `accepted` (compared as text); at most `max_offending` rows may not be."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+    accepted: list[str] | None = None
+    max_offending: int = 0
+
+    def identifiers(self) -> list[str]:
+        return [self.table, self.column]
+
+
+class Consistency(Check, frozen=True, tag="consistency"):
+    """`value` over `table` agrees with `other_value` over `other_table` within a relative
+    `tolerance`, overall or per group (`group_by` / `other_group_by`, e.g. per day)."""
+
+    other_table: str
+    value: str = "count()"
+    where: str = ""
+    group_by: str = ""
+    other_value: str = "count()"
+    other_where: str = ""
+    other_group_by: str = ""
+    tolerance: float = 0.0
+
+    def identifiers(self) -> list[str]:
+        return [self.table, self.other_table]
+
+
+class Volume(Check, frozen=True, tag="volume"):
+    """The last complete day's row count (by `column`) against the `training_days` before
+    it: a z-score above `max_z` alerts unless the change is under `min_change` of the mean
+    (so tiny tables do not page anyone). `seasonality = "weekly"` compares a day with the
+    same weekdays only."""
+
+    column: str = "timestamp"
+    training_days: int = 28
+    min_training: int = 4
+    max_z: float = 3.0
+    min_change: float = 0.2
+    seasonality: Literal["none", "weekly"] = "weekly"
+
+    def identifiers(self) -> list[str]:
+        return [self.table, self.column]
+
+
+class SchemaDrift(Check, frozen=True, tag="schema_drift"):
+    """New, removed or retyped columns of `table` since the last snapshot and, for a table
+    with `properties` JSON, new or vanished keys per event name over `properties_days`."""
+
+    properties: bool = False
+    properties_days: int = 7
+
+
+class Custom(Check, frozen=True, tag="custom"):
+    """Any SQL query; every row it returns is a failure (like a dbt test). `{db}` in it
+    stands for the Headwater database."""
+
+    sql: str
+
+
+AnyCheck = (
+    Freshness | Completeness | Uniqueness | Accuracy | Consistency | Volume | SchemaDrift | Custom
+)
+
+
+def default_checks() -> list[AnyCheck]:
+    """The checks run when the configuration declares none."""
+    return [
+        Freshness(name="events_freshness", table="events"),
+        Completeness(
+            name="events_ids_not_empty", table="events", columns=["distinct_id", "event"],
+            max_null_rate=0.0,
+        ),
+        Uniqueness(name="events_unique", table="events", key=["project", "event_id"]),
+        Uniqueness(name="dim_users_key_unique", table="dim_users", key=["user_key"],
+                   max_duplicate_rate=0.0),
+        Uniqueness(name="dim_date_key_unique", table="dim_date", key=["date_key"],
+                   max_duplicate_rate=0.0),
+        Uniqueness(name="fct_daily_active_users_unique", table="fct_daily_active_users",
+                   key=["project", "activity_date", "user_id"], max_duplicate_rate=0.0),
+        Accuracy(name="revenue_not_negative", table="fact_user_actions", column="revenue_cents",
+                 min=0),
+        Consistency(
+            name="agg_daily_events_match_events", table="agg_daily_events", value="sum(events)",
+            group_by="day", other_table="events", other_value="uniqExact(project, event_id)",
+            other_group_by="toDate(timestamp)",
+        ),
+        Volume(name="events_volume", table="events", severity="warn"),
+        SchemaDrift(name="events_schema", table="events", properties=True, severity="warn"),
+    ]  # fmt: skip
+
+
+def _identifier(text: str, where: str) -> None:
+    if not _NAME.match(text):
+        raise ConfigError(f"{where}: {text!r} is not a name (letters, digits, _)")
+
+
 PURCHASE = Funnel(
     name="purchase",
     steps=["page_view", "add_to_cart", "checkout_started", "order_completed"],
@@ -106,7 +265,7 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     funnels: list[Funnel] = msgspec.field(default_factory=lambda: [PURCHASE])
     calendar: Calendar = msgspec.field(default_factory=Calendar)
     schedule: Schedule = msgspec.field(default_factory=Schedule)
-    checks: list[dict[str, object]] = msgspec.field(default_factory=list)
+    checks: list[AnyCheck] = msgspec.field(default_factory=default_checks)
 
     def __post_init__(self) -> None:
         for name in ("lookback_days", "active_window_days"):
@@ -121,6 +280,9 @@ class ModelConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         names = [f.name for f in self.funnels]
         if len(set(names)) != len(names):
             raise ConfigError(f"funnels: names must be unique, got {names}")
+        checks = [c.name for c in self.checks]
+        if len(set(checks)) != len(checks):
+            raise ConfigError(f"checks: names must be unique, got {checks}")
 
     @classmethod
     def load(cls, path: Path | None) -> ModelConfig:

@@ -15,6 +15,7 @@ from rich.table import Table
 from ._clickhouse import ClickHouse
 from ._errors import ModelerError
 from ._models import MODELS, Build, Span, model
+from ._quality import failed, run_checks
 from ._runner import Runner, RunReport
 from ._schedule import Timer
 from ._settings import ModelerSettings
@@ -26,6 +27,7 @@ err = Console(stderr=True, soft_wrap=True)
 def register(app: typer.Typer) -> None:
     """Add the modeler's commands to the root command line."""
     app.add_typer(model_app, name="model")
+    app.command("check")(check)
 
 
 def _runner() -> tuple[Runner, ClickHouse, ModelerSettings]:
@@ -158,3 +160,46 @@ def schedule(
     finally:
         clickhouse.close()
     err.print(f"{done} runs, last at {datetime.now():%H:%M:%S}")
+
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
+
+
+def check(
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="run only this check (repeatable)")
+    ] = None,
+) -> None:
+    """Run the data-quality checks; exit 1 when an error-severity check fails.
+
+    Every result is recorded in dq_results and printed as a table.
+    """
+    try:
+        settings = ModelerSettings.from_env()
+        config = settings.model_config()
+        clickhouse = ClickHouse.connect(
+            settings.clickhouse_url, database=settings.clickhouse_database
+        )
+    except ModelerError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    try:
+        outcomes = run_checks(clickhouse, config, only=only or ())
+    except ModelerError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    finally:
+        clickhouse.close()
+    table = Table(title=f"data-quality checks ({len(outcomes)})")
+    for column in ("check", "table", "severity", "status", "observed", "threshold", "details"):
+        table.add_column(column, justify="right" if column == "observed" else "left")
+    for o in outcomes:
+        observed = "" if o.observed is None else f"{o.observed:g}"
+        status = f"[{_STATUS_STYLE[o.status]}]{o.status}[/]"
+        table.add_row(
+            escape(o.check_name), escape(o.table_name), o.severity, status, observed,
+            escape(o.threshold), escape(o.details),
+        )  # fmt: skip
+    Console().print(table)
+    if failed(outcomes):
+        raise typer.Exit(1)
