@@ -10,10 +10,13 @@ from headwater.modeler import (
     ClickHouse,
     FileLock,
     ModelConfig,
+    ModelerSettings,
+    Monitor,
     Runner,
     Scheduler,
     Timer,
     WarehouseUnavailable,
+    alert_dispatcher,
 )
 
 from ._clickhouse import migrate
@@ -153,8 +156,11 @@ def _scheduler(settings: Settings, clickhouse: ClickHouse) -> Scheduler:
     directory = Path(settings.clickhouse_url.removeprefix("chdb://"))
     lock = FileLock(directory.parent / f"modeler-{settings.clickhouse_database}.lock")
     timer = Timer(interval=config.schedule.interval_seconds, cron=config.schedule.cron)
-    logger.info("embedded mode: the models run in this process (%s)", config.schedule)
-    return Scheduler(Runner(clickhouse, config, lock=lock), timer)
+    logger.info("embedded mode: the models and checks run in this process (%s)", config.schedule)
+    # The alert channels come from the same HEADWATER_ALERT_* variables as `headwater check`.
+    dispatcher = alert_dispatcher(ModelerSettings.from_env(), clickhouse)
+    monitor = Monitor(clickhouse, config, dispatcher=dispatcher)
+    return Scheduler(Runner(clickhouse, config, lock=lock), timer, monitor=monitor)
 
 
 def _dedupe_store(settings: Settings) -> DedupeStore:

@@ -3,18 +3,23 @@
 Every check is one function from its declaration (`_config.py`) to a `Finding`: whether
 the data breaks it, the observed value, the threshold it was held to, and a few failing
 rows as JSON lines. Table and column names were validated when the configuration was
-loaded; values are quoted here. Schema drift also keeps its snapshots (`SchemaSnapshots`).
+loaded; values are quoted here. Schema drift also keeps its snapshots (`dq_schema_snapshots`);
+PostgreSQL consistency asks the application database too, through psycopg.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from ._clickhouse import ClickHouse, millis
 from ._config import (
@@ -23,7 +28,9 @@ from ._config import (
     Completeness,
     Consistency,
     Custom,
+    Distribution,
     Freshness,
+    PostgresConsistency,
     SchemaDrift,
     Uniqueness,
     Volume,
@@ -51,6 +58,7 @@ class Probe:
     clickhouse: ClickHouse
     now: datetime  # UTC
     run_id: str
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)  # for `dsn_env`
 
     @property
     def db(self) -> str:
@@ -252,6 +260,183 @@ def custom(check: Custom, probe: Probe) -> Finding:
     )
 
 
+# ---------------------------------------------------------------- distribution
+
+
+def _last_day(probe: Probe) -> date:
+    # The last complete UTC day: today's rows are partial until midnight.
+    return probe.now.astimezone(UTC).date() - timedelta(days=1)
+
+
+def _rows_of_window(check: Distribution, probe: Probe, day: date, extra: str = "") -> str:
+    """FROM and WHERE for the rows of `day` and its training days (aliases are `dq_` so
+    that they never shadow a column of the table)."""
+    first = day - timedelta(days=check.training_days)
+    conditions = [
+        f"toDate({check.time_column}) BETWEEN toDate('{first}') AND toDate('{day}')",
+        *(f"({c})" for c in (check.where, extra) if c),
+    ]
+    return f"FROM {probe.table(check.table)} WHERE {' AND '.join(conditions)}"
+
+
+def _unknown(check: Distribution, day: date, seen: bool, training_days: int) -> str | None:
+    """Why `day` cannot be judged (no rows, too little history), or None when it can."""
+    if not seen:
+        return f"{day}: no rows to compare"
+    if training_days < max(check.min_training, 2):
+        return f"{day}: {training_days} training days, too few"
+    return None
+
+
+def _statistic_name(q: float) -> str:
+    return f"p{q * 100:g}"
+
+
+def _z(observed: float, training: list[float]) -> tuple[float, float, float]:
+    """z-score, training mean and spread; a flat training series makes any move infinite."""
+    mean, spread = statistics.fmean(training), statistics.stdev(training)
+    if spread:
+        return (observed - mean) / spread, mean, spread
+    return (0.0 if observed == mean else math.copysign(math.inf, observed - mean)), mean, spread
+
+
+def _numeric(check: Distribution, probe: Probe) -> Finding:
+    day, value = _last_day(probe), f"toFloat64({check.expression})"
+    names = ["mean", *(_statistic_name(q) for q in check.quantiles)]
+    aggregates = ", ".join(
+        [f"avg({value})", *(f"quantile({q!r})({value})" for q in check.quantiles)]
+    )
+    rows = probe.clickhouse.rows(
+        f"SELECT toDate({check.time_column}) AS dq_day, {aggregates}"
+        f" {_rows_of_window(check, probe, day, f'isNotNull({check.expression})')} GROUP BY dq_day"
+    )
+    daily = {d: [float(v) for v in values] for d, *values in rows}
+    threshold = f"|z| <= {check.max_z} or change <= {check.min_change:.0%}"
+    training = [values for d, values in daily.items() if d != day]
+    if (unknown := _unknown(check, day, day in daily, len(training))) is not None:
+        return Finding(False, None, threshold, unknown)
+    shifts, broken, worst = [], False, 0.0
+    for n, name in enumerate(names):
+        observed = daily[day][n]
+        z, mean, spread = _z(observed, [values[n] for values in training])
+        change = abs(observed - mean) / abs(mean) if mean else math.inf
+        broken = broken or (abs(z) > check.max_z and change > check.min_change)
+        worst = z if abs(z) > abs(worst) else worst
+        shifts.append(f"{name} {observed:g} (training {mean:g} ± {spread:g}, z {z:.2f},"
+                      f" change {change:.0%})")  # fmt: skip
+    details = f"{day}, {len(training)} training days: " + "; ".join(shifts)
+    return Finding(broken, worst, threshold, details)
+
+
+def _categorical(check: Distribution, probe: Probe) -> Finding:
+    day = _last_day(probe)
+    rows = probe.clickhouse.rows(
+        f"WITH counted AS (SELECT toDate({check.time_column}) AS dq_day,"  # noqa: S608
+        f" toString({check.expression}) AS dq_value, count() AS n"
+        f" {_rows_of_window(check, probe, day)} GROUP BY dq_day, dq_value),"
+        " shares AS (SELECT dq_day, dq_value, n / sum(n) OVER (PARTITION BY dq_day) AS share"
+        " FROM counted),"
+        f" summed AS (SELECT dq_value, sumIf(share, dq_day = toDate('{day}')) AS latest,"
+        f" sumIf(share, dq_day < toDate('{day}')) AS trained FROM shares GROUP BY dq_value)"
+        " SELECT dq_value, latest, trained, latest_rank, trained_rank,"
+        f" (SELECT uniqExact(dq_day) FROM counted WHERE dq_day < toDate('{day}'))"
+        " FROM (SELECT *, if(latest > 0, row_number() OVER (ORDER BY latest DESC, dq_value), 0)"
+        " AS latest_rank, if(trained > 0, row_number() OVER (ORDER BY trained DESC, dq_value), 0)"
+        f" AS trained_rank FROM summed) WHERE latest_rank BETWEEN 1 AND {check.top}"
+        f" OR trained_rank BETWEEN 1 AND {check.top} ORDER BY dq_value"
+    )
+    threshold = f"share change <= {check.max_share_change} and no new value in the top {check.top}"
+    days = int(rows[0][5]) if rows else 0
+    seen = any(latest for _, latest, *_ in rows)
+    if (unknown := _unknown(check, day, seen, days)) is not None:
+        return Finding(False, None, threshold, unknown)
+    return _share_finding(check, day, days, rows, threshold)
+
+
+def _share_finding(
+    check: Distribution, day: date, days: int, rows: list[tuple[Any, ...]], threshold: str
+) -> Finding:
+    """Each top value's share on `day` against its average daily share in training."""
+    top = [
+        (str(value), float(latest), float(trained) / days, 0 < latest_rank <= check.top,
+         0 < trained_rank <= check.top)
+        for value, latest, trained, latest_rank, trained_rank, _ in rows
+    ]  # fmt: skip
+    new = [v for v, _, _, latest, trained in top if latest and not trained]
+    moved = [t for t in top if abs(t[1] - t[2]) > check.max_share_change]
+    worst = max(abs(share - usual) for _, share, usual, _, _ in top)
+    words = [f"new in the top {check.top}: {', '.join(new)}"] if new else []
+    words += [f"{v} {share:.1%} (training {usual:.1%})" for v, share, usual, _, _ in moved]
+    sample = [
+        json.dumps({"value": v, "share": round(share, 6), "training_share": round(usual, 6)})
+        for v, share, usual, _, _ in top
+        if v in new or abs(share - usual) > check.max_share_change
+    ][:SAMPLE_ROWS]
+    details = f"{day}, {days} training days: " + ("; ".join(words) or f"largest change {worst:.1%}")
+    return Finding(bool(new or moved), worst, threshold, details, sample)
+
+
+def distribution(check: Distribution, probe: Probe) -> Finding:
+    return _categorical(check, probe) if check.categorical else _numeric(check, probe)
+
+
+# ---------------------------------------------------------------- postgres consistency
+
+
+def _postgres_number(dsn: str, sql: str, timeout_seconds: int) -> float:
+    """The one number `sql` returns, read in a read-only transaction; psycopg errors and
+    an answer that is not one number propagate (psycopg.Error, ValueError)."""
+    with psycopg.connect(dsn, connect_timeout=timeout_seconds) as connection:
+        connection.read_only = True
+        connection.execute(
+            "SELECT set_config('statement_timeout', %s, true)", (f"{timeout_seconds}s",)
+        )
+        cursor = connection.execute(sql.encode())
+        rows = cursor.fetchall()
+        connection.rollback()
+    if len(rows) != 1 or len(rows[0]) != 1 or rows[0][0] is None:
+        raise ValueError(f"the query must return one number, it returned {rows[:2]!r}")
+    try:
+        return float(rows[0][0])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the query must return one number, it returned {rows[0][0]!r}") from exc
+
+
+def _server(dsn: str) -> str:
+    """Where `dsn` points, without its password (for details and logs)."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return "(unparsable DSN)"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def postgres_consistency(check: PostgresConsistency, probe: Probe) -> Finding:
+    threshold = f"relative difference <= {check.tolerance}"
+    dsn = check.dsn or probe.environ.get(check.dsn_env, "")
+    if not dsn:
+        return Finding(True, None, threshold, f"no PostgreSQL DSN: {check.dsn_env} is not set")
+    try:
+        theirs = _postgres_number(dsn, check.postgres_sql, check.timeout_seconds)
+    except (psycopg.Error, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        return Finding(True, None, threshold, f"PostgreSQL {_server(dsn)} did not answer: {reason}")
+    where = f" WHERE {check.where}" if check.where else ""
+    mine = float(
+        probe.clickhouse.rows(
+            f"SELECT toFloat64({check.value}) FROM {probe.table(check.table)}{where}"  # noqa: S608
+        )[0][0]
+    )
+    difference = abs(mine - theirs) / max(abs(theirs), 1.0)
+    return Finding(
+        difference > check.tolerance,
+        difference,
+        threshold,
+        f"{check.table} {check.value} = {mine:g} vs PostgreSQL {theirs:g}",
+        [json.dumps({"clickhouse": mine, "postgres": theirs})],
+    )
+
+
 # ---------------------------------------------------------------- schema drift
 
 SNAPSHOTS = """
@@ -347,4 +532,6 @@ _EVALUATORS: dict[type, Callable[[Any, Probe], Finding]] = {
     Volume: volume,
     SchemaDrift: schema_drift,
     Custom: custom,
+    Distribution: distribution,
+    PostgresConsistency: postgres_consistency,
 }

@@ -208,9 +208,79 @@ class Custom(Check, frozen=True, tag="custom"):
     sql: str
 
 
+class Distribution(Check, frozen=True, tag="distribution"):
+    """The last complete day's distribution of `expression` against the `training_days`
+    before it, over the rows of `table` matching `where`, by day of `time_column` (UTC).
+
+    `expression` is ClickHouse SQL over one row: a column (`revenue_cents`) or an
+    expression (`JSONExtractInt(properties, 'revenue_cents')`); like `where`, it is the
+    configuration author's SQL. Numeric (the default): the day's mean and each of
+    `quantiles` against its daily values in training, alerting when a z-score is above
+    `max_z` and the change is over `min_change` of the training mean (as Volume does).
+    `categorical = true`: the day's share of each of its `top` values against the average
+    daily share in training, alerting when a share moved by more than `max_share_change`
+    (absolute) or a value entered the top that was not in the training's top. Days
+    without matching rows are not training days; a day without rows is Volume's concern.
+    """
+
+    expression: str
+    where: str = ""
+    time_column: str = "timestamp"
+    training_days: int = 28
+    min_training: int = 4
+    max_z: float = 3.0
+    min_change: float = 0.1
+    quantiles: list[float] = msgspec.field(default_factory=lambda: [0.5, 0.9])
+    categorical: bool = False
+    top: int = 5
+    max_share_change: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.expression.strip():
+            raise ConfigError(f"check {self.name!r}: expression must not be empty")
+        if self.training_days < 2 or self.top < 1:
+            raise ConfigError(f"check {self.name!r}: training_days >= 2 and top >= 1")
+        if not all(0 < q < 1 for q in self.quantiles):
+            raise ConfigError(f"check {self.name!r}: quantiles must be between 0 and 1")
+
+    def identifiers(self) -> list[str]:
+        return [self.table, self.time_column]
+
+
+class PostgresConsistency(Check, frozen=True, tag="postgres_consistency"):
+    """`value` over `table` (rows matching `where`) agrees within a relative `tolerance`
+    with the one number `postgres_sql` returns from a PostgreSQL application database.
+
+    The database is `dsn` or, so that no secret sits in the file, the DSN in the
+    environment variable `dsn_env` (read when the check runs); set exactly one. The query
+    runs in a read-only transaction; `timeout_seconds` bounds the connection (libpq's
+    minimum is 2 s) and the statement. An unreachable database breaks the check (a
+    failure, or a warning by severity) with the reason in its details.
+    """
+
+    postgres_sql: str
+    dsn: str = ""
+    dsn_env: str = ""
+    value: str = "count()"
+    where: str = ""
+    tolerance: float = 0.0
+    timeout_seconds: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if bool(self.dsn) == bool(self.dsn_env):
+            raise ConfigError(f"check {self.name!r}: set one of dsn and dsn_env")
+        if self.dsn_env:
+            _identifier(self.dsn_env, f"check {self.name!r}: dsn_env")
+        if self.timeout_seconds <= 0:
+            raise ConfigError(f"check {self.name!r}: timeout_seconds must be positive")
+
+
 AnyCheck = (
-    Freshness | Completeness | Uniqueness | Accuracy | Consistency | Volume | SchemaDrift | Custom
-)
+    Freshness | Completeness | Uniqueness | Accuracy | Consistency | Volume | SchemaDrift
+    | Custom | Distribution | PostgresConsistency
+)  # fmt: skip
 
 
 def default_checks() -> list[AnyCheck]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -45,14 +46,16 @@ def run_checks(
     *,
     now: datetime | None = None,
     only: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> list[CheckOutcome]:
     """Run the configured checks (or those named in `only`) and record them in `dq_results`.
 
-    A check whose SQL fails (a missing table, a bad expression) is a failing outcome
-    that says why; it does not stop the others.
+    A check whose SQL fails (a missing table, a bad expression) or whose PostgreSQL
+    cannot answer is a failing outcome that says why; it does not stop the others.
+    `environ` holds the variables `dsn_env` names (default: the process environment).
     """
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    probe = Probe(clickhouse, moment, uuid.uuid4().hex)
+    probe = Probe(clickhouse, moment, uuid.uuid4().hex, os.environ if environ is None else environ)
     checks = [c for c in config.checks if not only or c.name in only]
     results = [_outcome(check, _find(check, probe), probe) for check in checks]
     _record(clickhouse, results)

@@ -1,17 +1,22 @@
-"""Where the modeler finds ClickHouse and its configuration (the same `HEADWATER_*`
-variables as the gateway), as one value built at start-up."""
+"""Where the modeler finds ClickHouse, its configuration and its alert channels (the same
+`HEADWATER_*` variables as the gateway), as one value built at start-up."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
+from ._alerts import AlertChannel, JsonWebhook, SlackWebhook, SmtpEmail
 from ._config import ModelConfig
 from ._errors import ConfigError
 from ._lock import FileLock, RedisLock, RunLock
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,6 +24,17 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
     clickhouse_database: str = "headwater"
     redis_url: str = ""
     models: str = ""  # HEADWATER_MODELS: the model configuration file (TOML)
+    # Alert channels: each one configured is used; none configured means no alert is sent.
+    alert_slack_url: str = ""  # HEADWATER_ALERT_SLACK_URL: a Slack incoming webhook
+    alert_webhook_url: str = ""  # HEADWATER_ALERT_WEBHOOK_URL: a generic JSON webhook
+    alert_smtp_host: str = ""  # HEADWATER_ALERT_SMTP_HOST: email alerts when set
+    alert_smtp_port: int = 25
+    alert_smtp_from: str = ""
+    alert_smtp_to: tuple[str, ...] = ()  # HEADWATER_ALERT_SMTP_TO: comma-separated
+    alert_smtp_starttls: bool = False
+    alert_smtp_user: str = ""
+    alert_smtp_password: str = ""
+    gateway_metrics_url: str = ""  # HEADWATER_GATEWAY_METRICS_URL: for `headwater health`
 
     def __post_init__(self) -> None:
         if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
@@ -31,6 +47,34 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 f"HEADWATER_CLICKHOUSE_DATABASE must be letters, digits and _,"
                 f" got {self.clickhouse_database!r}"
             )
+        _check_url("HEADWATER_ALERT_SLACK_URL", self.alert_slack_url)
+        _check_url("HEADWATER_ALERT_WEBHOOK_URL", self.alert_webhook_url)
+        _check_url("HEADWATER_GATEWAY_METRICS_URL", self.gateway_metrics_url)
+        self._check_smtp()
+
+    def _check_smtp(self) -> None:
+        if not 0 < self.alert_smtp_port < 65536:
+            raise ConfigError(
+                f"HEADWATER_ALERT_SMTP_PORT must be 1..65535, got {self.alert_smtp_port}"
+            )
+        if not self.alert_smtp_host:
+            return
+        if "@" not in self.alert_smtp_from:
+            raise ConfigError(
+                "HEADWATER_ALERT_SMTP_FROM must be an email address when"
+                f" HEADWATER_ALERT_SMTP_HOST is set, got {self.alert_smtp_from!r}"
+            )
+        if not self.alert_smtp_to or not all("@" in to for to in self.alert_smtp_to):
+            raise ConfigError(
+                "HEADWATER_ALERT_SMTP_TO must be comma-separated email addresses when"
+                f" HEADWATER_ALERT_SMTP_HOST is set, got {','.join(self.alert_smtp_to)!r}"
+            )
+
+    def __repr__(self) -> str:  # webhook paths, passwords and URL credentials are secrets
+        return (
+            f"ModelerSettings(clickhouse_database={self.clickhouse_database!r},"
+            f" alert channels: {self.alert_channel_names() or 'none'})"
+        )
 
     @classmethod
     def from_env(
@@ -38,11 +82,22 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ) -> ModelerSettings:
         env = os.environ if environ is None else environ
         default = f"chdb://{(cwd or Path.cwd()) / '.headwater' / 'clickhouse'}"
+        recipients = env.get("HEADWATER_ALERT_SMTP_TO", "")
         return cls(
             clickhouse_url=env.get("HEADWATER_CLICKHOUSE_URL") or default,
             clickhouse_database=env.get("HEADWATER_CLICKHOUSE_DATABASE") or "headwater",
             redis_url=env.get("HEADWATER_REDIS_URL", ""),
             models=env.get("HEADWATER_MODELS", ""),
+            alert_slack_url=env.get("HEADWATER_ALERT_SLACK_URL", ""),
+            alert_webhook_url=env.get("HEADWATER_ALERT_WEBHOOK_URL", ""),
+            alert_smtp_host=env.get("HEADWATER_ALERT_SMTP_HOST", ""),
+            alert_smtp_port=_port(env, "HEADWATER_ALERT_SMTP_PORT", 25),
+            alert_smtp_from=env.get("HEADWATER_ALERT_SMTP_FROM", ""),
+            alert_smtp_to=tuple(to.strip() for to in recipients.split(",") if to.strip()),
+            alert_smtp_starttls=_flag(env, "HEADWATER_ALERT_SMTP_STARTTLS"),
+            alert_smtp_user=env.get("HEADWATER_ALERT_SMTP_USER", ""),
+            alert_smtp_password=env.get("HEADWATER_ALERT_SMTP_PASSWORD", ""),
+            gateway_metrics_url=env.get("HEADWATER_GATEWAY_METRICS_URL", ""),
         )
 
     def model_config(self) -> ModelConfig:
@@ -56,3 +111,57 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.redis_url:
             return RedisLock(self.redis_url, key=f"hw:modeler:{self.clickhouse_database}")
         return FileLock(Path.cwd() / ".headwater" / f"modeler-{self.clickhouse_database}.lock")
+
+    def alert_channel_names(self) -> str:
+        """The configured channels in words, e.g. `slack, email` (no secret in it)."""
+        configured = {
+            "slack": self.alert_slack_url,
+            "webhook": self.alert_webhook_url,
+            "email": self.alert_smtp_host,
+        }
+        return ", ".join(name for name, value in configured.items() if value)
+
+    def alert_channels(self) -> list[AlertChannel]:
+        """One channel per configured destination (none: alerts are decided but not sent)."""
+        channels: list[AlertChannel] = []
+        if self.alert_slack_url:
+            channels.append(SlackWebhook(self.alert_slack_url))
+        if self.alert_webhook_url:
+            channels.append(JsonWebhook(self.alert_webhook_url))
+        if self.alert_smtp_host:
+            channels.append(
+                SmtpEmail(
+                    self.alert_smtp_host,
+                    self.alert_smtp_port,
+                    self.alert_smtp_from,
+                    self.alert_smtp_to,
+                    starttls=self.alert_smtp_starttls,
+                    username=self.alert_smtp_user or None,
+                    password=self.alert_smtp_password or None,
+                )
+            )
+        return channels
+
+
+def _check_url(variable: str, url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{variable} must be an http(s) URL, got {parts.scheme or url!r}")
+
+
+def _port(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{variable} must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], variable: str) -> bool:
+    raw = env.get(variable, "").strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+    return raw in _TRUE
