@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from headwater.modeler import ModelConfig
 from headwater.sdk.testing import LoopbackReceiver
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -28,3 +29,16 @@ def test_readme_examples_run_and_deliver(receiver: LoopbackReceiver) -> None:
         ("$create_alias", "anon-7f3a"),
         ("signup", "u_43"),
     ]
+
+
+def test_readme_configuration_examples_load(tmp_path: Path) -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1
+    path = tmp_path / "models.toml"
+    path.write_text(blocks[0])
+    (check,) = ModelConfig.load(path).checks
+    assert (check.name, check.table, check.severity) == (
+        "revenue_not_negative",
+        "fact_user_actions",
+        "error",
+    )
