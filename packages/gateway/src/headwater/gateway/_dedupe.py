@@ -116,7 +116,12 @@ class RedisDedupeStore:
 
     def __init__(self, url: str, *, prefix: str = "hw", ttl: int, pending_ttl: int) -> None:
         self._prefix = f"{prefix}:seen:"
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # redis-py's default asyncio pool refuses a command past max_connections ("Too many
+        # connections"), which would read as "Redis is down" under load: wait for one instead.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=32, timeout=2, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._ttl = ttl
         self._pending_ttl = pending_ttl
         self._claim = self._redis.register_script(_CLAIM)
