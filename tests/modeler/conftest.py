@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,8 @@ from headwater.gateway import migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS
 from headwater.modeler import ClickHouse, FileLock, ModelConfig, Runner
 from headwater.modeler.synthetic import SyntheticEvent
+
+from .alert_servers import MailServer, WebhookServer
 
 PROJECT = "p"
 _numbers = itertools.count()
@@ -73,3 +75,24 @@ def warehouse_factory(clickhouse: ClickHouse, tmp_path: Path) -> WarehouseFactor
 @pytest.fixture
 def warehouse(warehouse_factory: WarehouseFactory) -> Warehouse:
     return warehouse_factory()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    """A loopback JSON webhook that records what it receives."""
+    with WebhookServer() as server:
+        yield server
+
+
+@pytest.fixture
+def slack() -> Iterator[WebhookServer]:
+    """A loopback stand-in for a Slack incoming webhook."""
+    with WebhookServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mail() -> Iterator[MailServer]:
+    """A loopback SMTP server that records messages."""
+    with MailServer() as server:
+        yield server

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,24 +51,6 @@ def event(at: datetime, name: str = "page_view") -> SyntheticEvent:
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(root, list(args), env={"COLUMNS": "200"})
     return result.exit_code, result.output
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookServer]:
-    with WebhookServer() as server:
-        yield server
-
-
-@pytest.fixture
-def slack() -> Iterator[WebhookServer]:
-    with WebhookServer() as server:
-        yield server
-
-
-@pytest.fixture
-def mail() -> Iterator[MailServer]:
-    with MailServer() as server:
-        yield server
 
 
 def checks_in_ledger(wh: Warehouse) -> list[tuple[Any, ...]]:
