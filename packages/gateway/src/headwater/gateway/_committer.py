@@ -30,6 +30,7 @@ class _Waiter:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
 
 class GroupCommitter:
@@ -89,9 +90,13 @@ class GroupCommitter:
     async def _run(self) -> None:
         while not (self._stopping and not self._waiting):
             await self._arrived.wait()
-            if not self._full.is_set() and not self._stopping:
+            # The delay counts from the oldest waiter's arrival: the time it already spent
+            # waiting for the insert before counts, so the delay overlaps that insert.
+            oldest = self._waiting[0].arrived if self._waiting else 0.0
+            remaining = oldest + self._max_delay - asyncio.get_running_loop().time()
+            if not self._full.is_set() and not self._stopping and remaining > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._max_delay)
+                    await asyncio.wait_for(self._full.wait(), remaining)
             batch = self._take()
             if batch:
                 await self._commit(batch)
