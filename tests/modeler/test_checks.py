@@ -274,9 +274,21 @@ def test_schema_drift_reports_a_new_property_key_and_column(wh: Warehouse) -> No
     wh.clickhouse.command(f"ALTER TABLE {wh.db}.events ADD COLUMN country String DEFAULT ''")
     drift = run(wh, check, now=T0 + timedelta(hours=3))["drift"]
     assert verdict(drift) == ("warn", 2.0)
-    assert drift.details == "new column country String; new property page_view.referrer"
+    assert drift.details == "new column country String; new property page_view.referrer String"
     after = run(wh, check, now=T0 + timedelta(hours=4))["drift"]
     assert verdict(after) == ("pass", 0.0)
+
+
+def test_schema_drift_reports_a_property_whose_json_type_changed(wh: Warehouse) -> None:
+    check = SchemaDrift(name="drift", table="events", properties=True, properties_days=1)
+    wh.load([event(properties={"plan": "free"})])
+    run(wh, check, now=T0 + timedelta(hours=1))
+    wh.load([event(at=T0 + timedelta(days=2), properties={"plan": 3})])
+    found = run(wh, check, now=T0 + timedelta(days=2, hours=1))["drift"]
+    assert (verdict(found), found.details) == (
+        ("fail", 1.0),
+        "retyped property page_view.plan: String -> Int64",
+    )
 
 
 def test_schema_drift_reports_vanished_keys_and_retyped_columns(wh: Warehouse) -> None:

@@ -454,7 +454,7 @@ CREATE TABLE IF NOT EXISTS {db}.dq_schema_snapshots (
 @dataclass(frozen=True)
 class Snapshot:
     columns: dict[str, str]  # column → type
-    properties: dict[str, list[str]]  # event name → property keys, sorted
+    properties: dict[str, list[str]]  # event name → "key:JSONType" of its properties, sorted
 
 
 def _snapshot(check: SchemaDrift, probe: Probe) -> Snapshot:
@@ -466,7 +466,9 @@ def _snapshot(check: SchemaDrift, probe: Probe) -> Snapshot:
     if check.properties:
         since = millis(probe.now - timedelta(days=check.properties_days))
         rows = probe.clickhouse.rows(
-            "SELECT event, arraySort(groupUniqArrayArray(JSONExtractKeys(properties)))"  # noqa: S608
+            "SELECT event, arraySort(groupUniqArrayArray(arrayMap("  # noqa: S608
+            " k -> concat(k, ':', toString(JSONType(properties, k))),"
+            " JSONExtractKeys(properties))))"
             f" FROM {probe.table(check.table)} WHERE timestamp >= toDateTime64('{since}', 3, 'UTC')"
             f" AND timestamp < {probe.now_sql} GROUP BY event"
         )
@@ -494,10 +496,30 @@ def _drift(before: Snapshot, after: Snapshot) -> list[str]:
         if c in before.columns and before.columns[c] != t
     ]
     for event in sorted(before.properties.keys() | after.properties.keys()):
-        old, new = set(before.properties.get(event, [])), set(after.properties.get(event, []))
-        changes += [f"new property {event}.{k}" for k in sorted(new - old)]
-        changes += [f"vanished property {event}.{k}" for k in sorted(old - new)]
+        old, new = _typed(before.properties.get(event, [])), _typed(after.properties.get(event, []))
+        changes += [
+            f"new property {event}.{k} {_types(new[k])}" for k in sorted(new.keys() - old.keys())
+        ]
+        changes += [f"vanished property {event}.{k}" for k in sorted(old.keys() - new.keys())]
+        changes += [
+            f"retyped property {event}.{k}: {_types(old[k])} -> {_types(new[k])}"
+            for k in sorted(old.keys() & new.keys())
+            if old[k] != new[k]
+        ]
     return changes
+
+
+def _typed(entries: list[str]) -> dict[str, set[str]]:
+    """{key: its JSON types} from "key:Type" entries (a snapshot without types: no type)."""
+    typed: dict[str, set[str]] = {}
+    for entry in entries:
+        key, _, kind = entry.rpartition(":") if ":" in entry else (entry, "", "")
+        typed.setdefault(key, set()).add(kind)
+    return typed
+
+
+def _types(kinds: set[str]) -> str:
+    return "|".join(sorted(k for k in kinds if k)) or "?"
 
 
 def schema_drift(check: SchemaDrift, probe: Probe) -> Finding:
