@@ -1,8 +1,9 @@
 """An asyncio HTTP/1.1 load generator for `POST /v1/events` on 127.0.0.1.
 
-Raw keep-alive streams rather than httpx: the load generator shares the machine's two
-cores with the gateway, and a request here costs the client ~30 µs of CPU, several
-times less than an httpx request. Bodies come from `gateway_workload.Bodies` (fresh ids).
+Raw keep-alive streams, no HTTP library: the load generator shares the machine's two
+cores with the gateway, so it must cost little; a small request costs this client
+50-70 µs of CPU (a 100-event one ~160 µs, most of it making the body), which
+`gateway_load` reports per phase. Bodies come from `gateway_workload.Bodies` (fresh ids).
 
 - `closed_loop`: `connections` workers, each posting its next body as soon as the last
   one is answered, for `duration` seconds: the gateway's capacity.

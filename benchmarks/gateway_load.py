@@ -2,7 +2,7 @@
 
     uv run --frozen python -m benchmarks.gateway_load [--seconds 20] [--connections 64,128]
 
-One run, in order (about 4 minutes with the defaults):
+One run, in order (about 3 minutes with the defaults):
 
 1. Wait (up to 5 minutes) for a second in which the machine's cores are under 15% busy.
 2. **Stage limits** in this process: msgspec decode, Redis claim, ClickHouse (chDB)

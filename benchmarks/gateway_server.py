@@ -8,7 +8,8 @@ shutdown: the group committer drains). `count_stored()` then opens the chDB dire
 from the benchmark's process and counts the rows.
 
 With `profile=Path` the gateway runs under cProfile instead:
-`python -m benchmarks.gateway_server PROFILE_OUT` serves `create_app(Settings.from_env())`
+`python -m benchmarks.gateway_server PROFILE_OUT PORT LOG_LEVEL` serves
+`create_app(Settings.from_env())`
 with uvicorn as `headwater serve` does (same options) and dumps the event loop thread's
 profile on shutdown. The chDB insert thread is not in it (cProfile sees one thread).
 """
