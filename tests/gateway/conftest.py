@@ -47,7 +47,7 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
     """Start gateways with settings overrides; each gets a database of its own."""
     running = contextlib.ExitStack()
 
-    def start(*, redis: bool = True, **overrides: Any) -> RunningGateway:
+    def start(*, redis: bool = True, fast_path: bool = True, **overrides: Any) -> RunningGateway:
         database = f"hw_test_{next(_databases)}_{int(time.time() * 1000) % 100_000_000}"
         clickhouse.command(f"DROP DATABASE IF EXISTS {database}")
         values: dict[str, Any] = {
@@ -63,7 +63,8 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
         settings = Settings(**values)
         shared = clickhouse.sharing(database=database)
         gateway = Gateway(settings, clickhouse=shared)
-        url = running.enter_context(serving(create_app(settings, gateway=gateway)))
+        app = create_app(settings, gateway=gateway, fast_path=fast_path)
+        url = running.enter_context(serving(app))
         return RunningGateway(url=url, settings=settings, gateway=gateway, clickhouse=shared)
 
     yield start

@@ -18,7 +18,13 @@ import httpx
 import pytest
 import redis
 
-from headwater.gateway._dedupe import Claim, DedupeStore, MemoryDedupeStore, RedisDedupeStore
+from headwater.gateway._dedupe import (
+    Claim,
+    Coalescer,
+    DedupeStore,
+    MemoryDedupeStore,
+    RedisDedupeStore,
+)
 from headwater.gateway._errors import DedupeUnavailable
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
@@ -390,3 +396,61 @@ def test_redis_store_unreachable() -> None:
         False,
         ["Redis claim failed", "Redis confirm failed", "Redis release failed"],
     )
+
+
+def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
+    make_store: StoreFactory,
+) -> None:
+    async def scenario() -> list[list[Claim]]:
+        store = make_store()
+        try:
+            await store.claim(["p:stored"])
+            await store.confirm(["p:stored"])
+            return list(
+                await asyncio.gather(
+                    store.claim(["p:a", "p:b"]),
+                    store.claim(["p:b", "p:stored", "p:c"]),  # b: the first caller's, pending
+                    store.claim([]),
+                    store.claim(["p:a"]),
+                )
+            )
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [
+        [Claim.NEW, Claim.NEW],
+        [Claim.PENDING, Claim.SEEN, Claim.NEW],
+        [],
+        [Claim.PENDING],
+    ]
+
+
+def test_the_coalescer_sends_one_call_per_tick_and_cuts_long_ones() -> None:
+    sent: list[list[str]] = []
+
+    async def run(ids: list[str]) -> bytes:
+        sent.append(ids)
+        await asyncio.sleep(0)
+        return "".join(key[-1] for key in ids).encode()  # each id's answer: its last letter
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        coalesce = Coalescer(run, max_ids=4)
+        first = await asyncio.gather(coalesce(["a1", "b2"]), coalesce(["c3"]), coalesce(["d4"]))
+        later = await asyncio.gather(coalesce(["e5", "f6", "g7"]), coalesce(["h8", "i9"]))
+        return list(first), list(later)
+
+    assert asyncio.run(scenario()) == ([b"12", b"3", b"4"], [b"567", b"89"])
+    assert sent == [["a1", "b2", "c3", "d4"], ["e5", "f6", "g7"], ["h8", "i9"]]
+
+
+def test_a_failed_coalesced_call_fails_each_of_its_callers() -> None:
+    async def run(ids: list[str]) -> bytes:
+        raise DedupeUnavailable(f"Redis claim failed: {len(ids)} ids")
+
+    async def scenario() -> list[BaseException | bytes]:
+        coalesce = Coalescer(run)
+        return list(
+            await asyncio.gather(coalesce(["a"]), coalesce(["b", "c"]), return_exceptions=True)
+        )
+
+    assert [str(found) for found in asyncio.run(scenario())] == ["Redis claim failed: 3 ids"] * 2

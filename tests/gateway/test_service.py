@@ -143,7 +143,7 @@ def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
             deadline=5.0,
         )
         committer.start()
-        waiters = [asyncio.create_task(committer.submit([line(n)])) for n in range(3)]
+        waiters = [asyncio.create_task(committer.submit(line(n) + b"\n", 1)) for n in range(3)]
         await asyncio.sleep(0)  # the three requests are waiting; the 60 s delay has not passed
         await committer.drain()
         await asyncio.gather(*waiters)

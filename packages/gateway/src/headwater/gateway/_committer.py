@@ -1,10 +1,11 @@
 """Group commit: rows of concurrent requests become one ClickHouse insert.
 
-A request hands its encoded rows to `submit()` and waits; the flusher task takes every
-waiting request (up to `max_rows`/`max_bytes`) once the first has waited `max_delay` or
-enough rows are in, inserts them as one block (with a deduplication token, so a retry
-of the same block is a no-op), and answers every waiter. Past `deadline` the waiters get
-`SinkUnavailable`; beyond `queue_rows` waiting rows new requests get `Overloaded` at once.
+A request hands its encoded rows (one block of lines) to `submit()` and waits; the
+flusher task takes every waiting request (up to `max_rows`/`max_bytes`) once the first
+has waited `max_delay` or enough rows are in, inserts them as one block (with a
+deduplication token, so a retry of the same block is a no-op), and answers every waiter.
+Past `deadline` the waiters get `SinkUnavailable`; beyond `queue_rows` waiting rows new
+requests get `Overloaded` at once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,8 +27,8 @@ InsertBlock = Callable[[bytes, str], None]  # (JSONCompactEachRow lines, token);
 
 @dataclass
 class _Waiter:
-    lines: list[bytes]
-    size: int
+    block: bytes  # newline-terminated rows
+    rows: int
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -54,7 +56,7 @@ class GroupCommitter:
         self._queue_rows = queue_rows
         self._deadline = deadline
         self._on_flush = on_flush
-        self._waiting: list[_Waiter] = []
+        self._waiting: deque[_Waiter] = deque()
         self._rows = 0
         self._bytes = 0
         self._arrived = asyncio.Event()
@@ -70,18 +72,19 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
-    async def submit(self, lines: list[bytes]) -> None:
-        """Return once `lines` are stored; raise `Unavailable` when they were not."""
-        if not lines:
+    async def submit(self, block: bytes, rows: int) -> None:
+        """Return once the `rows` newline-terminated lines of `block` are stored; raise
+        `Unavailable` when they were not."""
+        if not rows:
             return
         if self._stopping:
             raise Overloaded("the gateway is shutting down", retry_after=5)
-        if self._rows and self._rows + len(lines) > self._queue_rows:  # one big request: alone
+        if self._rows and self._rows + rows > self._queue_rows:  # one big request: alone
             raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
-        waiter = _Waiter(lines, sum(len(line) + 1 for line in lines))
+        waiter = _Waiter(block, rows)
         self._waiting.append(waiter)
-        self._rows += len(lines)
-        self._bytes += waiter.size
+        self._rows += rows
+        self._bytes += len(block)
         self._arrived.set()
         if self._rows >= self._max_rows or self._bytes >= self._max_bytes:
             self._full.set()
@@ -102,17 +105,17 @@ class GroupCommitter:
                 await self._commit(batch)
 
     def _fits(self, waiter: _Waiter, rows: int, size: int) -> bool:
-        return rows + len(waiter.lines) <= self._max_rows and size + waiter.size <= self._max_bytes
+        return rows + waiter.rows <= self._max_rows and size + len(waiter.block) <= self._max_bytes
 
     def _take(self) -> list[_Waiter]:
         """The oldest waiters whose rows fit one block (at least one)."""
         taken: list[_Waiter] = []
         rows = size = 0
         while self._waiting and (not taken or self._fits(self._waiting[0], rows, size)):
-            waiter = self._waiting.pop(0)
+            waiter = self._waiting.popleft()
             taken.append(waiter)
-            rows += len(waiter.lines)
-            size += waiter.size
+            rows += waiter.rows
+            size += len(waiter.block)
         self._rows -= rows
         self._bytes -= size
         if not self._waiting:
@@ -122,8 +125,8 @@ class GroupCommitter:
         return taken
 
     async def _commit(self, batch: list[_Waiter]) -> None:
-        body = b"\n".join(line for waiter in batch for line in waiter.lines)
-        rows = sum(len(waiter.lines) for waiter in batch)
+        body = b"".join(waiter.block for waiter in batch)
+        rows = sum(waiter.rows for waiter in batch)
         token = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
-from litestar import Litestar
+from litestar.types import ASGIApp
 
 
 @contextmanager
 def serving(
-    app: Litestar, *, host: str = "127.0.0.1", startup_timeout: float = 60.0
+    app: ASGIApp, *, host: str = "127.0.0.1", startup_timeout: float = 60.0
 ) -> Iterator[str]:
     """Serve `app` from a thread on a free port; yields its base URL, stops on exit."""
     sock = socket.socket()

@@ -16,6 +16,7 @@ MAX_SHOWN = 80  # characters of a rejected value quoted in its reason
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # DateTime64's lower bound
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")  # Headwater's UUIDv5 namespace
 
 
@@ -121,7 +122,11 @@ def _event_id(incoming: Incoming) -> str | None:
     if value is None or value == "":
         # No id from the sender: derive one from the content, so a retried body dedupes.
         return str(uuid.uuid5(_ID_NAMESPACE, incoming.raw.decode("utf-8", "replace")))
-    if not isinstance(value, str) or not _UUID.fullmatch(value):
+    if not isinstance(value, str):
+        return None
+    if _CANONICAL.fullmatch(value):  # what the SDKs send: already the dedupe key's spelling
+        return value
+    if not _UUID.fullmatch(value):
         return None  # `uuid.UUID()` alone would take " 1_2…" or non-ASCII digits
     return str(uuid.UUID(value))  # one spelling (lower case, hyphens) for the dedupe key
 

@@ -101,11 +101,11 @@ class Ingestor:
     async def _store(self, rows: list[EventRow]) -> tuple[list[EventRow], int]:
         unique: dict[str, EventRow] = {}
         for row in rows:
-            unique.setdefault(f"{row.project}:{row.event_id}", row)
+            unique.setdefault(row.project + ":" + row.event_id, row)
         claimed, seen = await self._claim(list(unique))
         fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
         try:
-            await self._committer.submit([_rows.encode(row) for row in fresh])
+            await self._committer.submit(_rows.encode_lines(fresh), len(fresh))
         except BaseException:  # not stored, or not known to be: free the ids for the retry
             if claimed:
                 await self._settle(self._dedupe.release, claimed)

@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
                 access_log=False,
             )
             return
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        app = create_app(settings, freeze_heap=True)
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
     @app.command("demo")
     def demo(
