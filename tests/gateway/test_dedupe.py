@@ -190,7 +190,8 @@ def test_a_batch_the_queue_cannot_take_releases_its_claims(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
     gw = start_gateway(commit_queue_rows=2, commit_max_delay_ms=3000)
-    waiting, refused_batch = [event(), event()], [event()]
+    warm_up, waiting, refused_batch = [event()], [event(), event()], [event()]
+    post(gw, body(*warm_up))  # inserted at once; the next insert waits for 3 s after it
     first = threading.Thread(target=post, args=(gw, body(*waiting)))
     first.start()
     _wait_for(lambda: gw.gateway.queued_rows == 2)  # the first request waits for its block
@@ -204,7 +205,8 @@ def test_a_batch_the_queue_cannot_take_releases_its_claims(
     first.join()
     # the client's retry is stored, not dropped as a duplicate
     assert post(gw, body(*refused_batch)).json()["accepted"] == 1
-    expected = sorted((PROJECT, m["event_id"], "{}") for m in [*waiting, *refused_batch])
+    stored = [*warm_up, *waiting, *refused_batch]
+    expected = sorted((PROJECT, m["event_id"], "{}") for m in stored)
     assert physical_rows(gw) == expected
 
 

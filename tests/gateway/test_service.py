@@ -186,3 +186,28 @@ def _modeled(gw: RunningGateway) -> bool:
     return bool(found[0][0]) and bool(
         gw.rows("SELECT count() FROM {db}.metrics_active_users")[0][0]
     )
+
+
+def test_inserts_start_max_delay_apart_and_the_first_after_a_quiet_spell_at_once() -> None:
+    inserted: list[bytes] = []
+
+    async def scenario() -> list[bytes]:
+        committer = GroupCommitter(
+            lambda body, token: inserted.append(body),
+            max_rows=1000,
+            max_bytes=10**6,
+            max_delay=60.0,
+            queue_rows=10**6,
+            deadline=5.0,
+        )
+        committer.start()
+        await committer.submit(b"a\n", 1)  # nothing inserted for 60 s: it goes at once
+        later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
+        await asyncio.sleep(0.05)
+        waiting = list(inserted)  # b and c wait for the 60 s since a's insert started
+        await committer.drain()
+        await asyncio.gather(*later)
+        return waiting
+
+    assert asyncio.run(scenario()) == [b"a\n"]
+    assert inserted == [b"a\n", b"b\nc\n"]

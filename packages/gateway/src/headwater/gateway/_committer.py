@@ -1,9 +1,10 @@
 """Group commit: rows of concurrent requests become one ClickHouse insert.
 
 A request hands its encoded rows (one block of lines) to `submit()` and waits; the
-flusher task takes every waiting request (up to `max_rows`/`max_bytes`) once the first
-has waited `max_delay` or enough rows are in, inserts them as one block (with a
-deduplication token, so a retry of the same block is a no-op), and answers every waiter.
+flusher task takes every waiting request (up to `max_rows`/`max_bytes`) once `max_delay`
+has passed since the previous insert started, or enough rows are in, inserts them as one
+block (with a deduplication token, so a retry of the same block is a no-op), and answers
+every waiter.
 Past `deadline` the waiters get `SinkUnavailable`; beyond `queue_rows` waiting rows new
 requests get `Overloaded` at once.
 """
@@ -32,7 +33,6 @@ class _Waiter:
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    arrived: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
 
 class GroupCommitter:
@@ -63,6 +63,7 @@ class GroupCommitter:
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_start = float("-inf")
 
     @property
     def queued_rows(self) -> int:
@@ -93,15 +94,18 @@ class GroupCommitter:
     async def _run(self) -> None:
         while not (self._stopping and not self._waiting):
             await self._arrived.wait()
-            # The delay counts from the oldest waiter's arrival: the time it already spent
-            # waiting for the insert before counts, so the delay overlaps that insert.
-            oldest = self._waiting[0].arrived if self._waiting else 0.0
-            remaining = oldest + self._max_delay - asyncio.get_running_loop().time()
+            # Inserts start at least `max_delay` apart (a bound on ClickHouse parts per
+            # second): rows arriving meanwhile, or during the insert in flight, join the
+            # next one. After a quiet spell the first rows go at once: no waiter ever waits
+            # `max_delay` beyond the insert it arrived during.
+            loop = asyncio.get_running_loop()
+            remaining = self._last_start + self._max_delay - loop.time()
             if not self._full.is_set() and not self._stopping and remaining > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), remaining)
             batch = self._take()
             if batch:
+                self._last_start = loop.time()
                 await self._commit(batch)
 
     def _fits(self, waiter: _Waiter, rows: int, size: int) -> bool:
