@@ -9,8 +9,9 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import pytest
 
-from headwater.gateway import ClickHouse, migrate
+from headwater.gateway import ClickHouse, ConfigError, Settings, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
 from headwater.gateway._committer import GroupCommitter
 from headwater.gateway._sink import ClickHouseSink
@@ -211,3 +212,12 @@ def test_inserts_start_max_delay_apart_and_the_first_after_a_quiet_spell_at_once
 
     assert asyncio.run(scenario()) == [b"a\n"]
     assert inserted == [b"a\n", b"b\nc\n"]
+
+
+def test_a_project_name_with_a_space_or_newline_is_refused() -> None:
+    for name in ("my project", "a\nb", ""):
+        with pytest.raises(ConfigError) as raised:
+            Settings(clickhouse_url="chdb:///tmp/x", write_keys={"key": name})
+        assert str(raised.value) == (
+            f"HEADWATER_WRITE_KEYS: project name {name!r} must be printable, without spaces"
+        )

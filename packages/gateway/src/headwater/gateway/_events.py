@@ -147,7 +147,9 @@ def _timestamp(value: Any, ctx: Context) -> datetime | str:
         return f"timestamp {_shown(value)} is before {EARLIEST:%Y-%m-%d}, the earliest kept"
     corrected = _EPOCH + since_epoch
     # The column keeps milliseconds: so must everything that reports or forwards the row.
-    return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
+    if corrected.microsecond % 1000:
+        return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
+    return corrected
 
 
 def _parse_time(value: Any) -> datetime | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.sdk import AnyMessage
+from headwater.sdk import AnyMessage, Batch
 
 from ._errors import BadPayload, UnsupportedMediaType
 from ._events import Incoming, Invalid, parse_sent_at
@@ -38,6 +38,10 @@ _decoders: dict[str, tuple[Any, Any, Any]] = {
         msgspec.msgpack.Decoder(_Ids),
     ),
 }
+_batches: dict[str, Any] = {
+    "json": msgspec.json.Decoder(Batch),
+    "msgpack": msgspec.msgpack.Decoder(Batch),
+}
 _to_json = msgspec.json.Encoder()
 _any_msgpack = msgspec.msgpack.Decoder()
 
@@ -63,7 +67,15 @@ def parse_native(body: bytes, fmt: str) -> tuple[list[Incoming | Invalid], Any, 
         raise BadPayload(f"body is not a {fmt} batch: {exc}") from exc
     except RecursionError as exc:
         raise BadPayload(f"body is not a {fmt} batch: it is nested too deeply") from exc
-    items = [_message(bytes(raw), fmt) for raw in envelope.batch]
+    try:  # the whole batch at once, in C; a message that fails it is found one by one
+        typed: Batch = _batches[fmt].decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        items = [_message(bytes(raw), fmt) for raw in envelope.batch]
+    else:
+        items = [
+            _incoming(message, bytes(raw) if fmt == "json" else _as_json(raw))
+            for message, raw in zip(typed.batch, envelope.batch, strict=True)
+        ]
     return items, parse_sent_at(envelope.sent_at), envelope.lib
 
 
@@ -75,6 +87,10 @@ def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "event is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
+    return _incoming(message, text)
+
+
+def _incoming(message: AnyMessage, text: bytes) -> Incoming:
     return Incoming(
         event=message.event,
         distinct_id=message.distinct_id,
@@ -85,13 +101,13 @@ def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
     )
 
 
-def _as_json(raw: bytes) -> bytes:
+def _as_json(raw: bytes | msgspec.Raw) -> bytes:
     """A MessagePack event as JSON text: what the size limit, the derived id and the
     dead-letter table see, as for a JSON body; the MessagePack bytes when it has none."""
     try:
         return _to_json.encode(_any_msgpack.decode(raw))
     except (msgspec.DecodeError, TypeError, ValueError, RecursionError):
-        return raw
+        return bytes(raw)
 
 
 def _id_of(raw: bytes, decoder: Any) -> str | None:

@@ -66,6 +66,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"HEADWATER_CLICKHOUSE_DATABASE must be letters, digits and _, "
                 f"got {self.clickhouse_database!r}"
             )
+        for project in self.write_keys.values():  # also a part of Redis dedupe keys
+            if not project.isprintable() or not project or any(c.isspace() for c in project):
+                raise ConfigError(
+                    f"HEADWATER_WRITE_KEYS: project name {project!r} must be printable,"
+                    " without spaces"
+                )
         for name in ("commit_max_rows", "commit_max_bytes", "commit_queue_rows", "max_event_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
