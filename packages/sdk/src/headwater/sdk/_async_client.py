@@ -139,6 +139,7 @@ class AsyncClient(ClientBase):
             if batch is None:
                 return
             await self._deliver(batch)
+        dispatcher.abandon()  # aborted: the halves of a split batch wait no more
 
     async def _deliver(self, batch: Outbound) -> None:
         dispatcher = self._dispatcher

@@ -65,6 +65,7 @@ class Consumer:
             if batch is None:
                 return
             self.deliver(batch)
+        dispatcher.abandon()  # aborted: the halves of a split batch wait no more
 
     def deliver(self, batch: Outbound) -> None:
         """Send `batch`, retrying as the dispatcher says, until it is settled."""

@@ -4,6 +4,9 @@ The thread consumer (`Client`) and the asyncio consumer (`AsyncClient`) both dri
 `Dispatcher`: take a batch, send `request()`, hand the answer to `on_response()` or
 the failure to `on_failure()`, and sleep for the delay they return (None: done).
 Only the durable spool, when configured, touches the disk from here.
+
+A batch the gateway refuses as too large (413) is split in two halves, sent in order
+before anything else (see `Dispatcher._too_large`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ logger = logging.getLogger("headwater.sdk")
 ErrorCallback = Callable[[Exception, list[AnyMessage]], object]
 
 _RETRY_STATUSES = frozenset({408, 429})
+_TOO_LARGE = 413
 
 
 @dataclass
@@ -41,6 +45,16 @@ class Outbound:
     items: list[bytes]
     spool_ids: list[int] = field(default_factory=list)
     attempt: int = 0
+    body_bytes: int = 0  # size of the last request body, as sent
+
+    def halves(self) -> tuple[Outbound, Outbound]:
+        """The first and the second half of the events (and their spool rows), in order."""
+        middle = (len(self.items) + 1) // 2
+        ids = self.spool_ids
+        return (
+            Outbound(self.items[:middle], ids[:middle]),
+            Outbound(self.items[middle:], ids[middle:]),
+        )
 
 
 class Dispatcher:
@@ -65,6 +79,7 @@ class Dispatcher:
         self._counters = counters
         self._on_error = on_error
         self._lib = lib
+        self._halves: list[Outbound] = []  # what splits left to send; the next one last
         self.url = options.endpoint
         self._headers = {
             **codec.headers(),
@@ -86,6 +101,8 @@ class Dispatcher:
 
     def next_batch(self, *, partial: bool) -> Outbound | None:
         """The next batch to send: only a full one unless `partial`; None when there is none."""
+        if self._halves:
+            return self._halves.pop()  # already taken: they go before anything new
         limits = (self._options.max_batch_events, self._options.max_batch_bytes)
         if self.spool is not None:
             ids, items = self.spool.take(*limits)
@@ -110,15 +127,23 @@ class Dispatcher:
     def request(self, batch: Outbound) -> tuple[bytes, Mapping[str, str]]:
         """The body and headers for the next attempt at `batch` (stamped with `sent_at`)."""
         body = self._codec.encode_batch(batch.items, sent_at=datetime.now(UTC), lib=self._lib)
+        batch.body_bytes = len(body)
         return body, self._headers
 
     def on_response(self, batch: Outbound, response: Response) -> float | None:
-        """Account for an HTTP answer; returns seconds until a retry, or None when done."""
+        """Account for an HTTP answer; returns seconds until a retry, or None when done.
+
+        After a 413 on several events (None too) the batch's halves are what `next_batch`
+        returns next (see `_too_large`).
+        """
         status = response.status
         if 200 <= status < 300:
             self._delivered(batch, response.body)
             return None
         detail = response.body[:300].decode("utf-8", "replace")
+        if status == _TOO_LARGE:
+            self._too_large(batch, detail)
+            return None
         if status in _RETRY_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             return self.on_failure(batch, ServerError(status, detail, retry_after))
@@ -142,12 +167,20 @@ class Dispatcher:
         logger.info("batch of %d events: %s; retry in %.2fs", len(batch.items), exc, delay)
         return delay
 
-    def abandon(self, batch: Outbound) -> None:
-        """Stop working on `batch` at shutdown: the spool keeps it, memory loses it."""
+    def abandon(self, batch: Outbound | None = None) -> None:
+        """Stop at shutdown: `batch` and the halves of a split batch still waiting.
+
+        The spool keeps their events for the next process; memory loses them (`shutdown`).
+        """
+        batches = [*self._halves, *([batch] if batch is not None else [])]
+        self._halves.clear()
+        if not batches:
+            return
         if self.spool is not None:
-            self.spool.release(batch.spool_ids, count_attempt=False)
+            ids = [row_id for b in batches for row_id in b.spool_ids]
+            self.spool.release(ids, count_attempt=False)
         else:
-            self._counters.drop("shutdown", len(batch.items))
+            self._counters.drop("shutdown", sum(len(b.items) for b in batches))
             self.queue.settle()
 
     # -- outcomes --------------------------------------------------------------
@@ -164,6 +197,42 @@ class Dispatcher:
             self._report(exc, failed, "rejected")
         self._finish(batch)
 
+    def _too_large(self, batch: Outbound, detail: str) -> None:
+        """The gateway refused `batch` as over its body limit (413): halve it, or give up on it.
+
+        The halves go before anything else, first half first: each is sent with its own
+        retries and halved again while it is refused, so the events keep their order and
+        none is lost to a limit the client cannot know. Only an event refused alone is
+        given up on: it goes to `on_error` with its size and counts as `rejected`. In the
+        spool the halves keep their leases; each half's rows are deleted once it is
+        delivered, so a restart sends only what was not.
+
+        For comparison, segment's analytics-python and posthog-python treat 413 as a final
+        4xx and hand the whole batch to `on_error`; they avoid it with limits below the
+        server's (32 KB an event and 475 KB a batch for 500 KB; 900 KiB and 5 MiB for
+        20 MiB). posthog-js halves its batch size for good and tries again. Halving only the
+        refused batch keeps one large event from shrinking every later batch; a gateway
+        whose limit is under `max_batch_bytes` costs a 413 a batch, which the log names.
+        """
+        if len(batch.items) > 1:
+            first, second = batch.halves()
+            self._halves += [second, first]
+            logger.warning(
+                "gateway answered 413 to a batch of %d events (%d bytes sent): sending it"
+                " in halves; a max_batch_bytes under the gateway's body limit avoids this",
+                len(batch.items),
+                batch.body_bytes,
+            )
+            return
+        [item] = batch.items
+        name = self._codec.decode_message(item).event
+        exc = Rejected(
+            _TOO_LARGE,
+            f"event {name!r} is {len(item)} bytes encoded ({batch.body_bytes} bytes as sent),"
+            f" over the gateway's body limit: {detail}",
+        )
+        self._give_up(batch, exc, "rejected")
+
     def _give_up(self, batch: Outbound, exc: DeliveryError, reason: DropReason) -> None:
         if self.spool is not None and reason == "retries_exhausted":
             spent = self.spool.release(batch.spool_ids, count_attempt=True)
@@ -179,7 +248,7 @@ class Dispatcher:
     def _finish(self, batch: Outbound) -> None:
         if self.spool is not None:
             self.spool.ack(batch.spool_ids)
-        else:
+        elif not self._halves:  # the taken batch is settled once its last half is
             self.queue.settle()
 
     def _report(self, exc: DeliveryError, items: list[bytes], reason: DropReason) -> None:

@@ -3,7 +3,8 @@
 - `RecordingClient`: a `Client` that keeps events in memory instead of sending them;
   the pytest fixture `headwater_recorder` hands one to each test.
 - `LoopbackReceiver`: a real HTTP server on 127.0.0.1 that speaks the native protocol,
-  records what it receives and answers with the statuses a test scripts.
+  records what it receives and answers with the statuses a test scripts, or 413 to a
+  body over its `max_body_bytes`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ E = TypeVar("E", bound=Event)
 _json_batch = msgspec.json.Decoder(Batch)
 _msgpack_batch = msgspec.msgpack.Decoder(Batch)
 
+TOO_LARGE_BODY = b'{"error":"payload too large"}'  # what LoopbackReceiver answers with 413
+
+
+def _decompressed(body: bytes, headers: Mapping[str, str]) -> bytes:
+    lowered = {k.lower(): v for k, v in headers.items()}
+    return gzip.decompress(body) if lowered.get("content-encoding") == "gzip" else body
+
 
 def decode_body(body: bytes, headers: Mapping[str, str]) -> Batch:
     """Decode a native request body (gzip, JSON or MessagePack) as a `Batch`."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    if lowered.get("content-encoding") == "gzip":
-        body = gzip.decompress(body)
+    body = _decompressed(body, headers)
     if lowered.get("content-type", "").startswith("application/msgpack"):
         return _msgpack_batch.decode(body)
     return _json_batch.decode(body)
@@ -94,10 +101,13 @@ class LoopbackReceiver:
     """A native-protocol HTTP server on 127.0.0.1 for tests and demos.
 
     `script` holds (status, headers) answers used in order before the default 200;
-    every request is recorded, decoded when it is a success.
+    every request is recorded, decoded when it is a success. Like the gateway, a body
+    over `max_body_bytes` (as sent or decompressed) is answered 413 before the script
+    is consulted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_body_bytes: int | None = None) -> None:
+        self.max_body_bytes = max_body_bytes
         self.requests: list[tuple[int, dict[str, str], bytes]] = []
         self.batches: list[Batch] = []
         self.script: deque[tuple[int, dict[str, str]]] = deque()
@@ -127,6 +137,9 @@ class LoopbackReceiver:
 
     def _respond(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
+            if self._too_large(headers, body):
+                self.requests.append((413, headers, body))
+                return 413, {}, TOO_LARGE_BODY
             status, extra = self.script.popleft() if self.script else (200, {})
             self.requests.append((status, headers, body))
             if status != 200:
@@ -134,6 +147,12 @@ class LoopbackReceiver:
             batch = decode_body(body, headers)
             self.batches.append(batch)
             return 200, extra, _accepted(len(batch.batch))
+
+    def _too_large(self, headers: dict[str, str], body: bytes) -> bool:
+        limit = self.max_body_bytes
+        return limit is not None and (
+            len(body) > limit or len(_decompressed(body, headers)) > limit
+        )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
