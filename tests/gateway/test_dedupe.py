@@ -155,7 +155,7 @@ def test_a_stored_event_is_confirmed_for_the_long_ttl(
     message = event()
     assert post(gw, body(message)).json()["accepted"] == 1
     key = seen_key(gw, message["event_id"])
-    assert redis_client.get(key) == b"d"
+    _wait_for(lambda: redis_client.get(key) == b"d")  # confirmed after the answer
     assert 30 < redis_client.ttl(key) <= 3600
 
 

@@ -140,6 +140,8 @@ class Gateway:
             await asyncio.to_thread(self._scheduler.stop)
         if self._committer is not None:
             await self._committer.drain()
+        if self._ingestor is not None:
+            await self._ingestor.settled()
         await asyncio.to_thread(self.forwarder.stop, 10.0)
         await self.dedupe.close()
         if self._owns_clickhouse and self._clickhouse is not None:

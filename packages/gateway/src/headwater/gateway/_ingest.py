@@ -60,6 +60,7 @@ class Ingestor:
         self._fail_closed = fail_closed
         self._pending_wait = pending_wait
         self.dedupe_degraded = False
+        self._confirming: set[asyncio.Task[None]] = set()
 
     async def ingest(
         self, ctx: Context, items: Sequence[Incoming | Invalid], *, keep_rejected: bool = True
@@ -111,8 +112,19 @@ class Ingestor:
                 await self._settle(self._dedupe.release, claimed)
             raise
         if claimed:
-            await self._settle(self._dedupe.confirm, claimed)
+            # Stored: the answer does not wait for this bookkeeping. Until it lands, a
+            # resent id reads as pending, is waited for, and is then found stored.
+            confirm = asyncio.get_running_loop().create_task(
+                self._settle(self._dedupe.confirm, claimed)
+            )
+            self._confirming.add(confirm)
+            confirm.add_done_callback(self._confirming.discard)
         return fresh, len(rows) - len(unique) + seen
+
+    async def settled(self) -> None:
+        """Wait for the confirms still on their way (graceful shutdown)."""
+        while self._confirming:
+            await asyncio.gather(*self._confirming)
 
     async def _claim(self, keys: list[str]) -> tuple[list[str] | None, int]:
         """(keys now ours, count already stored); None: Redis is down and we accept anyway."""
