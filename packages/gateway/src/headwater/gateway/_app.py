@@ -165,7 +165,7 @@ class Handlers:
         }
 
     def count_response(self, route: str, status: int) -> None:
-        self.gateway.metrics.requests.labels(route, str(status)).inc()
+        self.gateway.metrics.answered(route, status)
 
     def count_unavailable(self, exc: Unavailable) -> None:
         self.gateway.metrics.unavailable.labels(type(exc).__name__).inc()

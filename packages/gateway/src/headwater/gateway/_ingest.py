@@ -70,7 +70,8 @@ class Ingestor:
         Refused events are kept in `ingest_errors` unless `keep_rejected` is false (a
         replay of that table, whose rows are there already).
         """
-        self._metrics.received.labels(ctx.source).inc(len(items))
+        counters = self._metrics.source(ctx.source)
+        counters.received.inc(len(items))
         rows: list[EventRow] = []
         rejected: list[Rejection] = []
         dead: list[_ErrorRow] = []
@@ -85,9 +86,9 @@ class Ingestor:
         fresh, duplicates = await self._store(rows)
         if dead and keep_rejected:
             await self.dead_letters(dead)
-        self._metrics.accepted.labels(ctx.source).inc(len(fresh))
-        self._metrics.duplicates.labels(ctx.source).inc(duplicates)
-        self._metrics.rejected.labels(ctx.source).inc(len(rejected))
+        counters.accepted.inc(len(fresh))
+        counters.duplicates.inc(duplicates)
+        counters.rejected.inc(len(rejected))
         self._forwarder.forward(fresh)
         return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROWS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000)
 
 
+class SourceCounters(NamedTuple):
+    """The event counters of one endpoint family."""
+
+    received: Counter
+    accepted: Counter
+    duplicates: Counter
+    rejected: Counter
+
+
 class Metrics:
-    """Counters and histograms of one gateway; `render()` is the `/metrics` body."""
+    """Counters and histograms of one gateway; `render()` is the `/metrics` body.
+
+    The labelled children counted on every request are looked up once and kept:
+    prometheus-client's `labels()` costs a few µs a call, a cost paid per request.
+    """
 
     def __init__(self) -> None:
+        self._sources: dict[str, SourceCounters] = {}
+        self._requests: dict[tuple[str, int], Counter] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.received = Counter(
@@ -74,6 +91,26 @@ class Metrics:
             ["project", "policy"],
             registry=r,
         )
+
+    def source(self, source: str) -> SourceCounters:
+        """The event counters of `source` (native, posthog, segment, replay …)."""
+        found = self._sources.get(source)
+        if found is None:
+            found = SourceCounters(
+                *(
+                    c.labels(source)
+                    for c in (self.received, self.accepted, self.duplicates, self.rejected)
+                )
+            )
+            self._sources[source] = found
+        return found
+
+    def answered(self, route: str, status: int) -> None:
+        """Count one answered request."""
+        child = self._requests.get((route, status))
+        if child is None:
+            child = self._requests[route, status] = self.requests.labels(route, str(status))
+        child.inc()
 
     def flushed(self, rows: int, seconds: float) -> None:
         """Record one group-commit insert."""
