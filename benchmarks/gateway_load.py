@@ -101,6 +101,12 @@ class Phase:
         per = self.tally.accepted or self.tally.requests
         return 1e6 * cores * self.tally.elapsed / max(per, 1)
 
+    def loop_stalls(self, seconds: float) -> int:
+        """Times the gateway's event loop woke a 100 ms timer `seconds` or more late."""
+        name = "headwater_event_loop_lag_seconds"
+        total = self.metrics.get(f"{name}_count", 0.0)
+        return int(total - self.metrics.get(f'{name}_bucket{{le="{seconds}"}}', total))
+
     def mean_commit(self) -> tuple[float, float]:
         """(rows per insert, ms per insert) of the group commits during the phase."""
         inserts = self.metrics.get("headwater_commit_rows_count", 0.0)
@@ -263,8 +269,9 @@ def stage_table(stages_: list[Stage], gateway_rate: float) -> str:
 def phase_table(phases: list[Phase]) -> str:
     lines = [
         "| phase | load | events/body | requests/s | events stored/s | p50 ms | p90 ms | p99 ms"
-        " | max ms | non-200 | dedupe bypassed | rows/insert | ms/insert |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " | max ms | non-200 | dedupe bypassed | rows/insert | ms/insert"
+        " | loop late > 50 ms | > 100 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in phases:
         t = p.tally
@@ -274,7 +281,7 @@ def phase_table(phases: list[Phase]) -> str:
             f" {p.events_per_s:,.0f} | {1000 * t.percentile(0.5):.1f} |"
             f" {1000 * t.percentile(0.9):.1f} | {1000 * t.percentile(0.99):.1f} |"
             f" {1000 * max(t.latencies, default=0):.1f} | {t.failed} | {p.bypassed:,} |"
-            f" {rows:,.0f} | {ms:.1f} |"
+            f" {rows:,.0f} | {ms:.1f} | {p.loop_stalls(0.05)} | {p.loop_stalls(0.1)} |"
         )
     return "\n".join(lines)
 

@@ -71,6 +71,7 @@ class Gateway:
         self._ingestor: Ingestor | None = None
         self._scheduler: Scheduler | None = None
         self._committer: GroupCommitter | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
 
     @property
     def clickhouse(self) -> ClickHouse:
@@ -118,6 +119,9 @@ class Gateway:
             plans=self.plans,
         )
         self.forwarder.start()
+        self._lag_probe = asyncio.get_running_loop().create_task(
+            self.metrics.watch_loop(), name="loop-lag"
+        )
         if s.embedded and s.model_schedule:
             self._scheduler = _scheduler(s, clickhouse)
             self._scheduler.start()
@@ -136,6 +140,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop taking rows, store what is buffered, forward what is queued, close."""
+        if self._lag_probe is not None:
+            self._lag_probe.cancel()
         if self._scheduler is not None:
             await asyncio.to_thread(self._scheduler.stop)
         if self._committer is not None:

@@ -61,6 +61,7 @@ class Ingestor:
         self._pending_wait = pending_wait
         self.dedupe_degraded = False
         self._confirming: set[asyncio.Task[None]] = set()
+        self._to_confirm: list[str] = []
 
     async def ingest(
         self, ctx: Context, items: Sequence[Incoming | Invalid], *, keep_rejected: bool = True
@@ -115,16 +116,22 @@ class Ingestor:
         if claimed:
             # Stored: the answer does not wait for this bookkeeping. Until it lands, a
             # resent id reads as pending, is waited for, and is then found stored.
-            confirm = asyncio.get_running_loop().create_task(
-                self._settle(self._dedupe.confirm, claimed)
-            )
-            self._confirming.add(confirm)
-            confirm.add_done_callback(self._confirming.discard)
+            if not self._to_confirm:
+                asyncio.get_running_loop().call_soon(self._confirm_queued)
+            self._to_confirm.extend(claimed)
         return fresh, len(rows) - len(unique) + seen
+
+    def _confirm_queued(self) -> None:
+        """One confirm for every request of this loop tick (one task, not one each)."""
+        keys, self._to_confirm = self._to_confirm, []
+        confirm = asyncio.get_running_loop().create_task(self._settle(self._dedupe.confirm, keys))
+        self._confirming.add(confirm)
+        confirm.add_done_callback(self._confirming.discard)
 
     async def settled(self) -> None:
         """Wait for the confirms still on their way (graceful shutdown)."""
-        while self._confirming:
+        while self._confirming or self._to_confirm:
+            await asyncio.sleep(0)  # queued keys get their task on the next tick
             await asyncio.gather(*self._confirming)
 
     async def _claim(self, keys: list[str]) -> tuple[list[str] | None, int]:

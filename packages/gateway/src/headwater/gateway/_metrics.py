@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LAG = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _ROWS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000)
 
 
@@ -85,6 +87,12 @@ class Metrics:
             "Events not forwarded: the forward queue was full",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "headwater_event_loop_lag_seconds",
+            "How late the event loop ran a timer (every request waits as long)",
+            buckets=_LAG,
+            registry=r,
+        )
         self.plan_violations = Counter(
             "headwater_tracking_plan_violations",
             "Events that broke the tracking plan",
@@ -116,6 +124,15 @@ class Metrics:
         """Record one group-commit insert."""
         self.commit_rows.observe(rows)
         self.commit_seconds.observe(seconds)
+
+    async def watch_loop(self, interval: float = 0.1) -> None:
+        """Observe, every `interval`, how late the event loop woke a sleeper: a stall
+        (a long callback, a garbage collection, CPU starvation) shows here first."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.loop_lag.observe(max(0.0, loop.time() - due))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
