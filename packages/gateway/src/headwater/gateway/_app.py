@@ -49,10 +49,16 @@ class Handlers:
         self.settings = gateway.settings
 
     async def _body(self, request: Request[Any, Any, Any], *, limit: int) -> bytes:
-        raw = await read_body(
-            request.stream(), limit=limit, timeout=self.settings.body_timeout_seconds
+        return await self._read(
+            request.stream(), request.headers.get("content-encoding"), limit=limit
         )
-        return decode_content(raw, request.headers.get("content-encoding"), limit=limit)
+
+    async def _read(
+        self, chunks: AsyncIterator[bytes], content_encoding: str | None, *, limit: int
+    ) -> bytes:
+        """The body, within `limit` bytes (decompressed too) and the read timeout."""
+        raw = await read_body(chunks, limit=limit, timeout=self.settings.body_timeout_seconds)
+        return decode_content(raw, content_encoding, limit=limit)
 
     def _project(self, key: str | None) -> str:
         if not key:
@@ -96,9 +102,7 @@ class Handlers:
             authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
         )
         fmt = body_format(content_type)
-        limit = self.settings.max_batch_body_bytes
-        raw = await read_body(chunks, limit=limit, timeout=self.settings.body_timeout_seconds)
-        body = decode_content(raw, content_encoding, limit=limit)
+        body = await self._read(chunks, content_encoding, limit=self.settings.max_batch_body_bytes)
         try:
             items, sent_at, lib = parse_native(body, fmt)
         except BadPayload as exc:
@@ -255,12 +259,7 @@ def create_app(
     )
     if not fast_path:
         return app
-    return NativeFastPath(
-        app,
-        handlers,
-        on_response=handlers.count_response,
-        on_unavailable=handlers.count_unavailable,
-    )
+    return NativeFastPath(app, handlers)
 
 
 @asynccontextmanager

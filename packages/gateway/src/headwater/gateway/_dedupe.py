@@ -143,7 +143,7 @@ class Coalescer:
     """
 
     def __init__(
-        self, run: Callable[[list[str]], Awaitable[bytes | int]], *, max_ids: int = 5_000
+        self, run: Callable[[list[str]], Awaitable[bytes]], *, max_ids: int = 5_000
     ) -> None:
         self._run = run
         self._max_ids = max_ids
@@ -187,11 +187,10 @@ class Coalescer:
             if not isinstance(exc, Exception):
                 raise
             return
-        answer = found if isinstance(found, bytes) else b""
         start = 0
         for keys, done in group:
             if not done.done():
-                done.set_result(answer[start : start + len(keys)] if answer else b"")
+                done.set_result(found[start : start + len(keys)])  # b"" for confirm, release
             start += len(keys)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -49,18 +49,9 @@ class ClientDisconnected(Exception):
 class NativeFastPath:
     """The gateway's ASGI app: `POST /v1/events` here, the rest in `litestar`."""
 
-    def __init__(
-        self,
-        litestar: ASGIApp,
-        handlers: Handlers,
-        *,
-        on_response: Callable[[str, int], None],
-        on_unavailable: Callable[[Unavailable], None],
-    ) -> None:
+    def __init__(self, litestar: ASGIApp, handlers: Handlers) -> None:
         self.litestar = litestar
         self._handlers = handlers
-        self._on_response = on_response
-        self._on_unavailable = on_unavailable
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -95,7 +86,7 @@ class NativeFastPath:
                 "more_body": False,
             }
             await send(end)
-            self._on_response(ROUTE, status)
+            self._handlers.count_response(ROUTE, status)
             log_access(scope, status, started)
         finally:
             request_id.reset(token)
@@ -114,7 +105,7 @@ class NativeFastPath:
         except RequestError as exc:
             return exc.status, _encode({"error": str(exc)}), []
         except Unavailable as exc:
-            self._on_unavailable(exc)
+            self._handlers.count_unavailable(exc)
             retry = str(exc.retry_after).encode()
             return 503, _encode({"error": str(exc)}), [(b"retry-after", retry)]
         except ClientDisconnected:
