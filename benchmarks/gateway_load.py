@@ -36,8 +36,10 @@ import collections
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.gateway_client import LoadGenerator, Tally
 from benchmarks.gateway_server import (
@@ -160,14 +162,14 @@ class Options:
     env: dict[str, str]
 
 
-def stages(seconds: float) -> list[Stage]:
+def stages(seconds: float, scratch: Path) -> list[Stage]:
     bodies = sample_bodies(200, BATCH)
     return [
         decode_stage(bodies, seconds),
         redis_stage(seconds, confirm=False, concurrency=1),
         redis_stage(seconds, confirm=False, concurrency=8),
-        insert_stage(bodies, seconds, block=10_000),
-        insert_stage(bodies, seconds, block=50_000),
+        insert_stage(bodies, seconds, block=10_000, scratch=scratch),
+        insert_stage(bodies, seconds, block=50_000, scratch=scratch),
         rows_stage(bodies, seconds),
         redis_stage(seconds, confirm=True, concurrency=8),
     ]
@@ -369,21 +371,24 @@ def main() -> None:
     options = parse_options()
     busy = wait_until_idle()
     print(f"machine busy before the run: {busy:.0%} of {os.cpu_count()} cores", flush=True)
-    stage_results = stages(options.stage_seconds)
-    gateway = GatewayProcess(
-        log_level=options.log_level, pythonpath=options.gateway_src, env=options.env
-    )
-    try:
-        with gateway:
-            phases = load_phases(gateway, options)
-        rows, acked = check_stored(gateway, phases)
-        levels, warnings = log_levels(gateway)
-    except BaseException:
-        print(gateway.log_tail(), file=sys.stderr)
-        raise
-    finally:
-        keys = gateway.forget_ids()
-        gateway.remove()
+    # Every chDB directory is deleted at the end, none between measurements (see
+    # `insert_stage`): deleting one slows the next measurement's inserts.
+    with tempfile.TemporaryDirectory(prefix="hw-bench-stages-") as scratch:
+        stage_results = stages(options.stage_seconds, Path(scratch))
+        gateway = GatewayProcess(
+            log_level=options.log_level, pythonpath=options.gateway_src, env=options.env
+        )
+        try:
+            with gateway:
+                phases = load_phases(gateway, options)
+            rows, acked = check_stored(gateway, phases)
+            levels, warnings = log_levels(gateway)
+        except BaseException:
+            print(gateway.log_tail(), file=sys.stderr)
+            raise
+        finally:
+            keys = gateway.forget_ids()
+            gateway.remove()
     measured = phases[1:]
     print(f"\n### Stages\n\n{stage_table(stage_results, sustained(measured).events_per_s)}")
     print(f"\n### Load\n\n{phase_table(measured)}\n\n{cpu_table(measured)}")

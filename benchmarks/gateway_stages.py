@@ -18,7 +18,6 @@ Besides these three, the gateway's per-event Python work without I/O is measured
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import time
 import uuid
@@ -167,14 +166,17 @@ def _row_templates(bodies: list[bytes]) -> list[bytes]:
     return templates
 
 
-def insert_stage(bodies: list[bytes], seconds: float, *, block: int) -> Stage:
-    """Insert blocks of `block` rows (ids never repeated) into a fresh chDB `events` table.
+def insert_stage(bodies: list[bytes], seconds: float, *, block: int, scratch: Path) -> Stage:
+    """Insert blocks of `block` rows (ids never repeated) into a fresh chDB `events` table
+    in a new directory under `scratch`, which the caller deletes after every measurement:
+    a burst of deleted files slows ext4's file creation, and with it every chDB insert, for
+    about 30 s (the kernel skips recently freed inodes).
 
     Only the inserts are timed, not the making of each block.
     """
     templates = _row_templates(bodies)
     prefix = run_prefix()
-    directory = Path(tempfile.mkdtemp(prefix="hw-stage-chdb-"))
+    directory = Path(tempfile.mkdtemp(prefix="hw-stage-chdb-", dir=scratch))
     clickhouse = ClickHouse.connect(f"chdb://{directory}", database="headwater")
     events = 0
     wall = cpu = 0.0
@@ -192,7 +194,6 @@ def insert_stage(bodies: list[bytes], seconds: float, *, block: int) -> Stage:
         ((stored,),) = clickhouse.rows("SELECT count() FROM headwater.events")
     finally:
         clickhouse.close()
-        shutil.rmtree(directory, ignore_errors=True)
     if stored != events:
         raise AssertionError(f"{events} rows inserted, {stored} in the table")
     return Stage(

@@ -98,25 +98,38 @@ def test_unknown_write_key_is_a_401_naming_it(start_gateway: GatewayFactory) -> 
 def test_migrations_are_versioned_and_idempotent(clickhouse: ClickHouse) -> None:
     db = clickhouse.sharing(database="hw_migrations")
     db.command("DROP DATABASE IF EXISTS hw_migrations")
-    assert migrate(db) == [1, 2]
+    assert migrate(db) == [1, 2, 3]
     assert migrate(db) == []
     assert db.rows(
         "SELECT version, name FROM hw_migrations.schema_migrations FINAL ORDER BY version"
     ) == [
         (1, "events"),
         (2, "ingest_errors"),
+        (3, "events merge selector"),
     ]
     (engine,) = db.rows(
         "SELECT engine_full FROM system.tables WHERE database = 'hw_migrations' AND name = 'events'"
     )[0]
-    assert engine.startswith(
+    assert engine == (
         "ReplacingMergeTree(inserted_at) PARTITION BY toYYYYMM(timestamp) "
-        "ORDER BY (project, toDate(timestamp), event, cityHash64(distinct_id), event_id)"
+        "ORDER BY (project, toDate(timestamp), event, cityHash64(distinct_id), event_id) "
+        "SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 8192, "
+        "merge_selector_base = 10"
     )
 
 
+def test_a_server_keeps_its_merge_selector() -> None:
+    embedded = {version: statements for version, _, statements in migrations("hw", embedded=True)}
+    server = {version: statements for version, _, statements in migrations("hw")}
+    assert embedded[3] == ["ALTER TABLE hw.events MODIFY SETTING merge_selector_base = 10"]
+    assert server[3] == []
+    del embedded[3], server[3]
+    assert embedded == server
+
+
 def test_cluster_migrations_use_replicated_and_distributed_tables() -> None:
-    (_, _, events), (_, _, errors) = migrations("hw", cluster="prod")
+    (_, _, events), (_, _, errors), (_, _, merges) = migrations("hw", cluster="prod")
+    assert merges == []
     assert "CREATE TABLE IF NOT EXISTS hw.events_local ON CLUSTER 'prod'" in events[0]
     zoo = "'/clickhouse/tables/{shard}/hw/events_local', '{replica}'"
     assert f"ENGINE = ReplicatedReplacingMergeTree({zoo}, inserted_at)" in events[0]

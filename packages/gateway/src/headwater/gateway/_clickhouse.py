@@ -65,13 +65,27 @@ ORDER BY (project, received_at, error_id)
 """
 
 
-def migrations(database: str, cluster: str = "") -> list[tuple[int, str, list[str]]]:
+# Embedded, chDB's merges run on the cores that serve requests. The gateway inserts a part
+# every few tens of milliseconds; ClickHouse's default merge selector (base 5) rewrites each
+# row about log5(parts) times, which cost as much CPU as the inserts themselves. Base 10
+# merges wider and rarer: merge CPU per event halves, at the price of a few more active
+# parts. A server keeps its defaults (it has cores of its own; older versions lack the
+# setting), so there version 3 changes nothing.
+EMBEDDED_MERGE_SELECTOR_BASE = 10
+
+
+def migrations(
+    database: str, cluster: str = "", *, embedded: bool = False
+) -> list[tuple[int, str, list[str]]]:
     """(version, name, statements) in order; every statement is idempotent."""
     db = database
+    base = EMBEDDED_MERGE_SELECTOR_BASE
+    merges = [f"ALTER TABLE {db}.events MODIFY SETTING merge_selector_base = {base}"]
     if not cluster:
         return [
             (1, "events", [_events_ddl(db, "", "ReplacingMergeTree(inserted_at)", "events")]),
             (2, "ingest_errors", [_errors_ddl(db, "", "MergeTree", "ingest_errors")]),
+            (3, "events merge selector", merges if embedded else []),
         ]
     on = f" ON CLUSTER '{cluster}'"
 
@@ -104,6 +118,7 @@ def migrations(database: str, cluster: str = "") -> list[tuple[int, str, list[st
                 distributed("ingest_errors", "rand()"),
             ],
         ),
+        (3, "events merge selector", []),  # chDB has no clusters
     ]
 
 
@@ -121,7 +136,9 @@ def migrate(clickhouse: ClickHouse) -> list[int]:
     found = clickhouse.rows(f"SELECT version FROM {db}.schema_migrations")  # noqa: S608
     done = {version for (version,) in found}
     applied = []
-    for version, name, statements in migrations(db, clickhouse.cluster):
+    for version, name, statements in migrations(
+        db, clickhouse.cluster, embedded=clickhouse.embedded
+    ):
         if version in done:
             continue
         for statement in statements:

@@ -24,10 +24,12 @@ class ClickHouse:
         *,
         database: str,
         cluster: str = "",
+        embedded: bool = False,
         lock: threading.Lock | None = None,
     ) -> None:
         self.database = database
         self.cluster = cluster
+        self.embedded = embedded  # chDB in this process: its merges share our cores
         self._client = client
         self._lock = lock or threading.Lock()
 
@@ -44,11 +46,17 @@ class ClickHouse:
             raise WarehouseUnavailable(f"cannot open ClickHouse at {redact(url)}: {exc}") from exc
         except ValueError as exc:
             raise ConfigError(f"HEADWATER_CLICKHOUSE_URL {redact(url)}: {exc}") from exc
-        return cls(client, database=database, cluster=cluster)
+        return cls(client, database=database, cluster=cluster, embedded=url.startswith("chdb://"))
 
     def sharing(self, *, database: str) -> ClickHouse:
         """The same connection, for another database (tests; the gateway's embedded modeler)."""
-        return ClickHouse(self._client, database=database, cluster=self.cluster, lock=self._lock)
+        return ClickHouse(
+            self._client,
+            database=database,
+            cluster=self.cluster,
+            embedded=self.embedded,
+            lock=self._lock,
+        )
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a statement that returns nothing."""
