@@ -78,7 +78,10 @@ def _exchange(gw: RunningGateway) -> list[tuple[str, int, Any, str, str]]:
 
 def _requests_metric(gw: RunningGateway) -> list[str]:
     text = httpx.get(f"{gw.url}/metrics").text
-    return sorted(re.findall(r'headwater_requests_total\{route="native_events".*', text))
+    return sorted(
+        re.findall(r'headwater_requests_total\{route="native_events".*', text)
+        + re.findall(r'headwater_request_duration_seconds_count\{route="native_events".*', text)
+    )
 
 
 def _stored(gw: RunningGateway) -> list[tuple[Any, ...]]:
@@ -127,6 +130,7 @@ def test_the_fast_path_answers_as_litestar_does(start_gateway: GatewayFactory) -
     assert answers[13][4] == "abc-123"
     assert _requests_metric(fast) == _requests_metric(plain)
     assert _requests_metric(fast) == [
+        'headwater_request_duration_seconds_count{route="native_events"} 14.0',
         'headwater_requests_total{route="native_events",status="200"} 6.0',
         'headwater_requests_total{route="native_events",status="400"} 2.0',
         'headwater_requests_total{route="native_events",status="401"} 2.0',

@@ -168,8 +168,8 @@ class Handlers:
             "rejected": result.rejected,
         }
 
-    def count_response(self, route: str, status: int) -> None:
-        self.gateway.metrics.answered(route, status)
+    def count_response(self, route: str, status: int, seconds: float) -> None:
+        self.gateway.metrics.answered(route, status, seconds)
 
     def count_unavailable(self, exc: Unavailable) -> None:
         self.gateway.metrics.unavailable.labels(type(exc).__name__).inc()

@@ -86,7 +86,7 @@ class NativeFastPath:
                 "more_body": False,
             }
             await send(end)
-            self._handlers.count_response(ROUTE, status)
+            self._handlers.count_response(ROUTE, status, time.perf_counter() - started)
             log_access(scope, status, started)
         finally:
             request_id.reset(token)

@@ -51,10 +51,10 @@ access_log = logging.getLogger("headwater.gateway.access")
 
 
 def request_id_middleware(
-    app: ASGIApp, *, on_response: Callable[[str, int], None] | None = None
+    app: ASGIApp, *, on_response: Callable[[str, int, float], None] | None = None
 ) -> ASGIApp:
     """Give each request an id (its `X-Request-Id`, or a new one), echo it, log the access;
-    `on_response(route handler name, status)` counts it."""
+    `on_response(route handler name, status, seconds)` counts it."""
 
     async def middleware(scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +78,8 @@ def request_id_middleware(
         finally:
             if on_response is not None:
                 handler = scope.get("route_handler")
-                on_response(getattr(handler, "handler_name", "unmatched"), status)
+                seconds = time.perf_counter() - started
+                on_response(getattr(handler, "handler_name", "unmatched"), status, seconds)
             log_access(scope, status, started)
             request_id.reset(token)
 

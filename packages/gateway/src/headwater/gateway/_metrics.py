@@ -8,6 +8,7 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LAG = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _ROWS = (1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000)
 
@@ -30,7 +31,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._sources: dict[str, SourceCounters] = {}
-        self._requests: dict[tuple[str, int], Counter] = {}
+        self._requests: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.received = Counter(
@@ -47,6 +48,13 @@ class Metrics:
         )
         self.requests = Counter(
             "headwater_requests", "Requests answered", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "headwater_request_duration_seconds",
+            "Seconds from a request's arrival to its answer (a 200 means: stored)",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.dedupe_bypassed = Counter(
             "headwater_dedupe_bypassed",
@@ -113,12 +121,16 @@ class Metrics:
             self._sources[source] = found
         return found
 
-    def answered(self, route: str, status: int) -> None:
-        """Count one answered request."""
-        child = self._requests.get((route, status))
-        if child is None:
-            child = self._requests[route, status] = self.requests.labels(route, str(status))
-        child.inc()
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """Count one answered request, and how long it took."""
+        children = self._requests.get((route, status))
+        if children is None:
+            children = self._requests[route, status] = (
+                self.requests.labels(route, str(status)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def flushed(self, rows: int, seconds: float) -> None:
         """Record one group-commit insert."""
