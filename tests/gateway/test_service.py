@@ -13,7 +13,7 @@ import pytest
 
 from headwater.gateway import ClickHouse, ConfigError, Settings, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
-from headwater.gateway._committer import GroupCommitter
+from headwater.gateway._committer import GroupCommitter, InsertBlock
 from headwater.gateway._sink import ClickHouseSink
 
 from .conftest import GatewayFactory, RunningGateway
@@ -143,6 +143,13 @@ def test_cluster_migrations_use_replicated_and_distributed_tables() -> None:
     )
 
 
+def _slow_committer(insert: InsertBlock) -> GroupCommitter:
+    """A committer whose inserts start at least 60 s apart: what waits is visible."""
+    return GroupCommitter(
+        insert, max_rows=1000, max_bytes=10**6, max_delay=60.0, queue_rows=10**6, deadline=5.0
+    )
+
+
 def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
     db = clickhouse.sharing(database="hw_drain")
     db.command("DROP DATABASE IF EXISTS hw_drain")
@@ -155,14 +162,7 @@ def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
         return json.dumps(["p", event_id, "e", "u", *times, "{}", "lib", "native"]).encode()
 
     async def scenario() -> None:
-        committer = GroupCommitter(
-            sink.insert_events,
-            max_rows=1000,
-            max_bytes=10**6,
-            max_delay=60.0,
-            queue_rows=10**6,
-            deadline=5.0,
-        )
+        committer = _slow_committer(sink.insert_events)
         committer.start()
         waiters = [asyncio.create_task(committer.submit(line(n) + b"\n", 1)) for n in range(3)]
         await asyncio.sleep(0)  # the three requests are waiting; the 60 s delay has not passed
@@ -213,14 +213,7 @@ def test_inserts_start_max_delay_apart_and_the_first_after_a_quiet_spell_at_once
     inserted: list[bytes] = []
 
     async def scenario() -> list[bytes]:
-        committer = GroupCommitter(
-            lambda body, token: inserted.append(body),
-            max_rows=1000,
-            max_bytes=10**6,
-            max_delay=60.0,
-            queue_rows=10**6,
-            deadline=5.0,
-        )
+        committer = _slow_committer(lambda body, token: inserted.append(body))
         committer.start()
         await committer.submit(b"a\n", 1)  # nothing inserted for 60 s: it goes at once
         later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
