@@ -395,7 +395,8 @@ def main() -> None:
     print(f"\n{summary(stage_results, measured)}")
     print(
         f"\nChecked: {rows:,} rows in the stopped gateway's chDB `events`, each id once,"
-        f" = {acked:,} events acknowledged as accepted; {keys:,} Redis keys deleted;"
+        f" = {acked:,} events acknowledged as accepted;"
+        f" {keys:,} Redis keys (ids and tickets) deleted;"
         f" gateway exit code {gateway.returncode}; its log lines by level: {dict(levels)}"
     )
     for message in warnings:

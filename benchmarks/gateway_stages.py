@@ -117,9 +117,10 @@ async def _redis_loop(
         while time.perf_counter() < stop:
             keys = [f"bench:{prefix}-{n:012x}" for n in range(events, events + 100)]
             events += len(keys)  # before the await: no two workers take the same ids
-            await store.claim(keys)
+            ticket = store.ticket()
+            await store.claim(keys, ticket)
             if confirm:
-                await store.confirm(keys)
+                await store.confirm([ticket])
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -77,6 +77,11 @@ def seen_key(gw: RunningGateway, event_id: str) -> str:
     return f"{gw.settings.redis_prefix}:seen:{PROJECT}:{event_id}"
 
 
+def ticket_key(gw: RunningGateway, ticket: bytes | str) -> str:
+    name = ticket.decode() if isinstance(ticket, bytes) else ticket
+    return f"{gw.settings.redis_prefix}:ticket:{name}"
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
@@ -155,8 +160,12 @@ def test_a_stored_event_is_confirmed_for_the_long_ttl(
     message = event()
     assert post(gw, body(message)).json()["accepted"] == 1
     key = seen_key(gw, message["event_id"])
-    _wait_for(lambda: redis_client.get(key) == b"d")  # confirmed after the answer
+    ticket = redis_client.get(key)  # the request's ticket holds the id ...
+    assert ticket is not None
+    _wait_for(lambda: redis_client.get(ticket_key(gw, ticket)) == b"d")  # ... stored
     assert 30 < redis_client.ttl(key) <= 3600
+    assert 30 < redis_client.ttl(ticket_key(gw, ticket)) <= 3600
+    assert redis_client.get(key) == ticket
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -243,16 +252,18 @@ def test_an_insert_that_recovers_within_the_deadline_is_acknowledged(
 def test_an_id_another_worker_is_storing_is_waited_for(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
-    """Another gateway worker holds the claim ('p'): this one waits for its outcome."""
+    """Another gateway worker holds the ids under its pending ticket: this one waits for
+    the ticket's outcome."""
     gw = start_gateway()
     stored, released = event(), event()
-    redis_client.set(seen_key(gw, stored["event_id"]), "p", ex=60)
-    redis_client.set(seen_key(gw, released["event_id"]), "p", ex=60)
+    for message, ticket in ((stored, "w2.1"), (released, "w2.2")):
+        redis_client.set(seen_key(gw, message["event_id"]), ticket, ex=60)
+        redis_client.set(ticket_key(gw, ticket), "p", ex=60)
     with ThreadPoolExecutor(2) as pool:
         waiting_stored = pool.submit(post, gw, body(stored))
         waiting_released = pool.submit(post, gw, body(released))
-        redis_client.set(seen_key(gw, stored["event_id"]), "d", ex=60)  # the other one stored it
-        redis_client.delete(seen_key(gw, released["event_id"]))  # the other one failed
+        redis_client.set(ticket_key(gw, "w2.1"), "d", ex=60)  # the other one stored it
+        redis_client.delete(ticket_key(gw, "w2.2"))  # the other one failed
         assert waiting_stored.result().json() == {"accepted": 0, "duplicates": 1, "rejected": []}
         assert waiting_released.result().json() == {
             "accepted": 1,
@@ -262,12 +273,26 @@ def test_an_id_another_worker_is_storing_is_waited_for(
     assert physical_rows(gw) == [(PROJECT, released["event_id"], "{}")]
 
 
+def test_ids_marked_by_a_gateway_before_tickets_keep_their_meaning(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    """Before tickets, an id's own value said it: 'p' pending, 'd' stored."""
+    gw = start_gateway(insert_deadline_seconds=0.2)
+    stored, pending = event(), event()
+    redis_client.set(seen_key(gw, stored["event_id"]), "d", ex=60)
+    redis_client.set(seen_key(gw, pending["event_id"]), "p", ex=60)
+    assert post(gw, body(stored)).json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert post(gw, body(pending)).status_code == 503
+    assert physical_rows(gw) == []
+
+
 def test_an_id_held_past_the_deadline_is_a_503(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
     gw = start_gateway(insert_deadline_seconds=0.2)
     held, free = event(), event()
-    redis_client.set(seen_key(gw, held["event_id"]), "p", ex=60)
+    redis_client.set(seen_key(gw, held["event_id"]), "w2.1", ex=60)
+    redis_client.set(ticket_key(gw, "w2.1"), "p", ex=60)
     response = post(gw, body(free, held))
     assert (response.status_code, response.headers["Retry-After"], response.json()) == (
         503,
@@ -344,37 +369,53 @@ def make_store(request: pytest.FixtureRequest, redis_url: str) -> StoreFactory:
 def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
     async def scenario() -> tuple[list[list[Claim]], bool]:
         store = make_store()
+        first, second, third = store.ticket(), store.ticket(), store.ticket()
         try:
             found = [
-                await store.claim([]),
-                await store.claim(["p:a", "p:b", "p:c"]),
-                await store.claim(["p:a", "q:a"]),  # a is pending; another project's a is not
+                await store.claim([], first),
+                await store.claim(["p:a", "p:b"], first),
+                await store.claim(["p:a", "q:a", "p:c"], second),  # a: pending; q's a is not
+                await store.claim(["p:a", "p:b"], first),  # a claimer's own ids are its own
             ]
-            await store.confirm(["p:a"])
-            await store.release(["p:a", "p:b"])  # a, confirmed, stays; b, pending, goes
-            found.append(await store.claim(["p:a", "p:b", "p:c"]))
+            await store.confirm([first])
+            await store.release(second, ["q:a", "p:c"])
+            found.append(await store.claim(["p:a", "p:b", "q:a", "p:c"], third))
+            await store.release(first, ["p:a"])  # settled already: changes nothing
+            found.append(await store.claim(["p:a", "q:a"], store.ticket()))
             return found, await store.ping()
         finally:
             await store.close()
 
+    assert first_tickets_differ(make_store)
     assert asyncio.run(scenario()) == (
         [
             [],
-            [Claim.NEW, Claim.NEW, Claim.NEW],
-            [Claim.PENDING, Claim.NEW],
-            [Claim.SEEN, Claim.NEW, Claim.PENDING],
+            [Claim.NEW, Claim.NEW],
+            [Claim.PENDING, Claim.NEW, Claim.NEW],
+            [Claim.NEW, Claim.NEW],
+            [Claim.SEEN, Claim.SEEN, Claim.NEW, Claim.NEW],
+            [Claim.SEEN, Claim.PENDING],
         ],
         True,
     )
+
+
+def first_tickets_differ(make_store: StoreFactory) -> bool:
+    """Tickets are unique within a store and across stores (processes)."""
+    one, other = make_store(), make_store()
+    names = [one.ticket(), one.ticket(), other.ticket()]
+    for store in (one, other):
+        asyncio.run(store.close())
+    return len(set(names)) == 3
 
 
 def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
     async def scenario() -> list[list[Claim]]:
         store = make_store(pending_ttl=1)
         try:
-            first = await store.claim(["p:a"])
+            first = await store.claim(["p:a"], store.ticket())
             await asyncio.sleep(1.2)  # the claimer died: no confirm, no release
-            return [first, await store.claim(["p:a"])]
+            return [first, await store.claim(["p:a"], store.ticket())]
         finally:
             await store.close()
 
@@ -385,9 +426,14 @@ def test_redis_store_unreachable() -> None:
     async def scenario() -> tuple[bool, list[str]]:
         store = RedisDedupeStore(NOWHERE, ttl=60, pending_ttl=10)
         errors = []
-        for call in (store.claim, store.confirm, store.release):
+        ticket = store.ticket()
+        for call in (
+            store.claim(["p:a"], ticket),
+            store.confirm([ticket]),
+            store.release(ticket, ["p:a"]),
+        ):
             try:
-                await call(["p:a"])
+                await call
             except DedupeUnavailable as exc:
                 errors.append(str(exc).split(":")[0])
         alive = await store.ping()
@@ -406,14 +452,15 @@ def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
     async def scenario() -> list[list[Claim]]:
         store = make_store()
         try:
-            await store.claim(["p:stored"])
-            await store.confirm(["p:stored"])
+            done = store.ticket()
+            await store.claim(["p:stored"], done)
+            await store.confirm([done])
             return list(
                 await asyncio.gather(
-                    store.claim(["p:a", "p:b"]),
-                    store.claim(["p:b", "p:stored", "p:c"]),  # b: the first caller's, pending
-                    store.claim([]),
-                    store.claim(["p:a"]),
+                    store.claim(["p:a", "p:b"], store.ticket()),
+                    store.claim(["p:b", "p:stored", "p:c"], store.ticket()),  # b: pending
+                    store.claim([], store.ticket()),
+                    store.claim(["p:a"], store.ticket()),
                 )
             )
         finally:
@@ -430,29 +477,38 @@ def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
 def test_the_coalescer_sends_one_call_per_tick_and_cuts_long_ones() -> None:
     sent: list[list[str]] = []
 
-    async def run(ids: list[str]) -> bytes:
-        sent.append(ids)
+    async def run(lines: list[str]) -> bytes:
+        sent.append(lines)
         await asyncio.sleep(0)
-        return "".join(key[-1] for key in ids).encode()  # each id's answer: its last letter
+        # each line's answer: the last letter of every word after its first
+        return "".join(word[-1] for line in lines for word in line.split()[1:]).encode()
 
     async def scenario() -> tuple[list[bytes], list[bytes]]:
-        coalesce = Coalescer(run, max_ids=4)
-        first = await asyncio.gather(coalesce(["a1", "b2"]), coalesce(["c3"]), coalesce(["d4"]))
-        later = await asyncio.gather(coalesce(["e5", "f6", "g7"]), coalesce(["h8", "i9"]))
+        coalesce = Coalescer(run, max_words=5)
+        first = await asyncio.gather(
+            coalesce(["t1", "a1", "b2"], 2), coalesce(["t2", "c3"], 1), coalesce(["t3"])
+        )
+        later = await asyncio.gather(
+            coalesce(["t4", "e5", "f6", "g7"], 3), coalesce(["t5", "h8", "i9"], 2)
+        )
         return list(first), list(later)
 
-    assert asyncio.run(scenario()) == ([b"12", b"3", b"4"], [b"567", b"89"])
-    assert sent == [["a1", "b2", "c3", "d4"], ["e5", "f6", "g7"], ["h8", "i9"]]
+    assert asyncio.run(scenario()) == ([b"12", b"3", b""], [b"567", b"89"])
+    assert sent == [["t1 a1 b2", "t2 c3"], ["t3"], ["t4 e5 f6 g7"], ["t5 h8 i9"]]
 
 
 def test_a_failed_coalesced_call_fails_each_of_its_callers() -> None:
-    async def run(ids: list[str]) -> bytes:
-        raise DedupeUnavailable(f"Redis claim failed: {len(ids)} ids")
+    async def run(lines: list[str]) -> bytes:
+        raise DedupeUnavailable(f"Redis claim failed: {len(lines)} callers")
 
     async def scenario() -> list[BaseException | bytes]:
         coalesce = Coalescer(run)
         return list(
-            await asyncio.gather(coalesce(["a"]), coalesce(["b", "c"]), return_exceptions=True)
+            await asyncio.gather(
+                coalesce(["t1", "a"], 1), coalesce(["t2", "b", "c"], 2), return_exceptions=True
+            )
         )
 
-    assert [str(found) for found in asyncio.run(scenario())] == ["Redis claim failed: 3 ids"] * 2
+    assert [str(found) for found in asyncio.run(scenario())] == [
+        "Redis claim failed: 2 callers"
+    ] * 2

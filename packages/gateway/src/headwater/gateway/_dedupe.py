@@ -3,17 +3,24 @@
 Two stores behind one Protocol: Redis (production, shared by every gateway worker) and
 an in-process store (embedded mode: one process, bounded, reset by a restart; the
 ReplacingMergeTree collapses what slips past it).
+
+A request claims its ids under a ticket of its own, and its outcome is settled on the
+ticket: `confirm` marks the ticket stored (one write per request, not one per event),
+`release` frees the ids still held under it. An id held under a ticket that is neither
+pending nor stored (released, or its claimer died and the pending TTL ran out) is free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -33,15 +40,30 @@ class Claim(enum.IntEnum):
 class DedupeStore(Protocol):
     """Where the gateway remembers which event ids it has stored."""
 
-    async def claim(self, keys: Sequence[str]) -> list[Claim]: ...
+    def ticket(self) -> str:
+        """A new ticket: the name one request claims its ids under."""
+        ...
 
-    async def confirm(self, keys: Sequence[str]) -> None: ...
+    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]: ...
 
-    async def release(self, keys: Sequence[str]) -> None: ...
+    async def confirm(self, tickets: Sequence[str]) -> None: ...
+
+    async def release(self, ticket: str, keys: Sequence[str]) -> None: ...
 
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class _Tickets:
+    """Ticket names unique across processes: a random base per store and a counter."""
+
+    def __init__(self) -> None:
+        self._base = secrets.token_hex(6)
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._base}.{next(self._count):x}"
 
 
 class MemoryDedupeStore:
@@ -51,34 +73,59 @@ class MemoryDedupeStore:
         self._ttl = ttl
         self._pending_ttl = pending_ttl
         self._capacity = capacity
-        self._entries: OrderedDict[str, tuple[bool, float]] = OrderedDict()  # key → (done, until)
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key → (ticket, until)
+        self._pending: OrderedDict[str, tuple[list[str], float]] = OrderedDict()
+        self._tickets = _Tickets()
 
-    async def claim(self, keys: Sequence[str]) -> list[Claim]:
+    def ticket(self) -> str:
+        return self._tickets()
+
+    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
         now = time.monotonic()
+        self._expire_tickets(now)
+        held, _ = self._pending.pop(ticket, ([], 0.0))
+        self._pending[ticket] = (held, now + self._pending_ttl)
         out = []
         for key in keys:
             entry = self._entries.get(key)
-            if entry is not None and entry[1] > now:
-                out.append(Claim.SEEN if entry[0] else Claim.PENDING)
+            if entry is not None and entry[0] == ticket:  # ours already
+                out.append(Claim.NEW)
                 continue
-            self._entries[key] = (False, now + self._pending_ttl)
+            if entry is not None and entry[1] > now:
+                if entry[0] == "":
+                    out.append(Claim.SEEN)
+                    continue
+                if entry[0] in self._pending:
+                    out.append(Claim.PENDING)
+                    continue
+            self._entries[key] = (ticket, now + self._pending_ttl)
             self._entries.move_to_end(key)
+            held.append(key)
             out.append(Claim.NEW)
         self._evict()
         return out
 
-    async def confirm(self, keys: Sequence[str]) -> None:
+    async def confirm(self, tickets: Sequence[str]) -> None:
         until = time.monotonic() + self._ttl
-        for key in keys:
-            self._entries[key] = (True, until)
-            self._entries.move_to_end(key)
+        for ticket in tickets:
+            held, _ = self._pending.pop(ticket, ([], 0.0))
+            for key in held:
+                if self._entries.get(key, ("",))[0] == ticket:
+                    self._entries[key] = ("", until)  # "": stored
+                    self._entries.move_to_end(key)
         self._evict()
 
-    async def release(self, keys: Sequence[str]) -> None:
+    async def release(self, ticket: str, keys: Sequence[str]) -> None:
+        self._pending.pop(ticket, None)
         for key in keys:
             entry = self._entries.get(key)
-            if entry is not None and not entry[0]:
+            if entry is not None and entry[0] == ticket:
                 del self._entries[key]
+
+    def _expire_tickets(self, now: float) -> None:
+        """Forget tickets past the pending TTL (oldest first): their ids are free again."""
+        while self._pending and next(iter(self._pending.values()))[1] <= now:
+            self._pending.popitem(last=False)
 
     def _evict(self) -> None:
         while len(self._entries) > self._capacity:
@@ -89,45 +136,78 @@ class MemoryDedupeStore:
 
     async def close(self) -> None:
         self._entries.clear()
+        self._pending.clear()
 
 
-# Each script takes ARGV = (TTL, key prefix, ids joined by newlines) and answers one byte
-# per id (claims). The ids travel as one argument, not as KEYS: redis-py packs each
+# Each script takes ARGV = (TTL, pending TTL, key prefix, lines): one line per caller,
+# `<ticket> <key> <key> ...` (a confirm's line is its ticket alone). Claims answer one
+# byte per key. The lines travel as one argument, not as KEYS: redis-py packs each
 # argument in Python (~2 µs each), which for a coalesced call of thousands of ids cost
 # more than the rest of a request. The script builds each key, so the store needs a
-# standalone Redis (or one shard); project names cannot hold a newline (`Settings`).
+# standalone Redis (or one shard); keys and project names hold no whitespace (`Settings`).
+# An id's value is the ticket that claimed it; `<prefix>ticket:<ticket>` is 'p' while that
+# request inserts and 'd' once it stored its events. Values 'p' and 'd' on an id itself
+# were written by gateways before tickets, and keep their meaning.
 _CLAIM = """
-local ttl, prefix = ARGV[1], ARGV[2]
+local ttl, pending, prefix = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
-for id in string.gmatch(ARGV[3], '[^\\n]+') do
-  n = n + 1
-  local key = prefix .. id
-  if redis.call('SET', key, 'p', 'NX', 'EX', ttl) then
-    out[n] = '1'
-  elseif redis.call('GET', key) == 'd' then
-    out[n] = '0'
-  else
-    out[n] = '2'
+for line in string.gmatch(ARGV[4], '[^\\n]+') do
+  local ticket
+  for word in string.gmatch(line, '%S+') do
+    if not ticket then
+      ticket = word
+      redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
+    else
+      n = n + 1
+      local key = prefix .. 'seen:' .. word
+      out[n] = '1'
+      if not redis.call('SET', key, ticket, 'NX', 'EX', ttl) then
+        local holder = redis.call('GET', key)
+        local state = holder
+        if holder == ticket then  -- ours already
+          state = nil
+        elseif holder and holder ~= 'p' and holder ~= 'd' then
+          state = redis.call('GET', prefix .. 'ticket:' .. holder)
+        end
+        if state == 'd' then
+          out[n] = '0'
+        elseif state == 'p' then
+          out[n] = '2'
+        else  -- released, or its claimer died: ours now
+          redis.call('SET', key, ticket, 'EX', ttl)
+        end
+      end
+    end
   end
 end
 return table.concat(out)
 """
 
 _CONFIRM = """
-local ttl, prefix = ARGV[1], ARGV[2]
-for id in string.gmatch(ARGV[3], '[^\\n]+') do
-  redis.call('SET', prefix .. id, 'd', 'EX', ttl)
+local ttl, prefix = ARGV[1], ARGV[3]
+for ticket in string.gmatch(ARGV[4], '%S+') do
+  redis.call('SET', prefix .. 'ticket:' .. ticket, 'd', 'EX', ttl)
 end
-return 0
+return ''
 """
 
 _RELEASE = """
-local prefix = ARGV[2]
-for id in string.gmatch(ARGV[3], '[^\\n]+') do
-  local key = prefix .. id
-  if redis.call('GET', key) == 'p' then redis.call('DEL', key) end
+local prefix = ARGV[3]
+for line in string.gmatch(ARGV[4], '[^\\n]+') do
+  local ticket
+  for word in string.gmatch(line, '%S+') do
+    if not ticket then
+      ticket = word
+      local held = prefix .. 'ticket:' .. ticket
+      if redis.call('GET', held) == 'd' then break end  -- stored: nothing to release
+      redis.call('DEL', held)
+    else
+      local key = prefix .. 'seen:' .. word
+      if redis.call('GET', key) == ticket then redis.call('DEL', key) end
+    end
+  end
 end
-return 0
+return ''
 """
 
 _CLAIMS = {ord(str(int(claim))): claim for claim in Claim}
@@ -139,107 +219,110 @@ class Coalescer:
     Under load, dozens of requests claim (and confirm) at once; one round trip for all of
     them costs redis-py's ~130 µs of Python once instead of per request. A call waits for
     at most one loop iteration. A single Lua call holds Redis for its whole length, so the
-    ids of one tick are cut into calls of at most `max_ids`.
+    lines of one tick are cut into calls of at most `max_words` words.
     """
 
     def __init__(
-        self, run: Callable[[list[str]], Awaitable[bytes]], *, max_ids: int = 5_000
+        self, run: Callable[[list[str]], Awaitable[bytes]], *, max_words: int = 5_000
     ) -> None:
         self._run = run
-        self._max_ids = max_ids
-        self._queued: list[tuple[Sequence[str], asyncio.Future[bytes]]] = []
+        self._max_words = max_words
+        self._queued: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, ids: Sequence[str]) -> bytes:
-        """One status byte per id (for claims), or b"" (confirm, release)."""
+    async def __call__(self, words: Sequence[str], answers: int = 0) -> bytes:
+        """The caller's `answers` bytes of the call's answer (one per claimed id)."""
         loop = asyncio.get_running_loop()
         if not self._queued:
             loop.call_soon(self._send)
         done: asyncio.Future[bytes] = loop.create_future()
-        self._queued.append((ids, done))
+        self._queued.append(_Call(" ".join(words), len(words), answers, done))
         return await done
 
     def _send(self) -> None:
         queued, self._queued = self._queued, []
-        group: list[tuple[Sequence[str], asyncio.Future[bytes]]] = []
+        group: list[_Call] = []
         size = 0
         for call in queued:
-            if group and size + len(call[0]) > self._max_ids:
+            if group and size + call.words > self._max_words:
                 self._start(group)
                 group, size = [], 0
             group.append(call)
-            size += len(call[0])
+            size += call.words
         self._start(group)
 
-    def _start(self, group: list[tuple[Sequence[str], asyncio.Future[bytes]]]) -> None:
+    def _start(self, group: list[_Call]) -> None:
         task = asyncio.get_running_loop().create_task(self._call(group))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _call(self, group: list[tuple[Sequence[str], asyncio.Future[bytes]]]) -> None:
-        ids = [key for keys, _ in group for key in keys]
+    async def _call(self, group: list[_Call]) -> None:
         try:
-            found = await self._run(ids)
+            found = await self._run([call.line for call in group])
         except BaseException as exc:  # every caller of the group gets the same failure
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(exc)
+            for call in group:
+                if not call.done.done():
+                    call.done.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
         start = 0
-        for keys, done in group:
-            if not done.done():
-                done.set_result(found[start : start + len(keys)])  # b"" for confirm, release
-            start += len(keys)
+        for call in group:
+            if not call.done.done():
+                call.done.set_result(found[start : start + call.answers])
+            start += call.answers
+
+
+class _Call(NamedTuple):
+    line: str
+    words: int
+    answers: int
+    done: asyncio.Future[bytes]
 
 
 class RedisDedupeStore:
-    """Ids in Redis as `<prefix>:seen:<project>:<event_id>`: 'p' while pending, 'd' once stored.
+    """Ids in Redis as `<prefix>:seen:<project>:<event_id>`, each holding the ticket that
+    claimed it; tickets as `<prefix>:ticket:<ticket>`, 'p' while pending, 'd' once stored.
 
     Claims, confirms and releases of concurrent requests are coalesced per loop tick.
     """
 
     def __init__(self, url: str, *, prefix: str = "hw", ttl: int, pending_ttl: int) -> None:
-        self._prefix = f"{prefix}:seen:"
         # redis-py's default asyncio pool refuses a command past max_connections ("Too many
         # connections"), which would read as "Redis is down" under load: wait for one instead.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=32, timeout=2, socket_timeout=2, socket_connect_timeout=2
         )
         self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        self._ttl = ttl
-        self._pending_ttl = pending_ttl
-        scripts = {
-            "claim": (self._redis.register_script(_CLAIM), pending_ttl),
-            "confirm": (self._redis.register_script(_CONFIRM), ttl),
-            "release": (self._redis.register_script(_RELEASE), 0),
-        }
+        self._args: list[int | str] = [ttl, pending_ttl, f"{prefix}:"]
+        self._tickets = _Tickets()
         self._calls = {
-            name: Coalescer(partial(self._script, name, script, seconds))
-            for name, (script, seconds) in scripts.items()
+            name: Coalescer(partial(self._script, name, self._redis.register_script(script)))
+            for name, script in (("claim", _CLAIM), ("confirm", _CONFIRM), ("release", _RELEASE))
         }
 
-    async def _script(self, name: str, script: AsyncScript, ttl: int, ids: list[str]) -> bytes:
+    def ticket(self) -> str:
+        return self._tickets()
+
+    async def _script(self, name: str, script: AsyncScript, lines: list[str]) -> bytes:
         try:
-            found = await script(args=[ttl, self._prefix, "\n".join(ids)])
+            found = await script(args=[*self._args, "\n".join(lines)])
         except RedisError as exc:
             raise DedupeUnavailable(f"Redis {name} failed: {exc}") from exc
         return found if isinstance(found, bytes) else b""
 
-    async def claim(self, keys: Sequence[str]) -> list[Claim]:
+    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
         if not keys:
             return []
-        found = await self._calls["claim"](keys)
+        found = await self._calls["claim"]([ticket, *keys], len(keys))
         return [_CLAIMS[status] for status in found]
 
-    async def confirm(self, keys: Sequence[str]) -> None:
-        if keys:
-            await self._calls["confirm"](keys)
+    async def confirm(self, tickets: Sequence[str]) -> None:
+        if tickets:
+            await self._calls["confirm"](tickets)
 
-    async def release(self, keys: Sequence[str]) -> None:
-        if keys:
-            await self._calls["release"](keys)
+    async def release(self, ticket: str, keys: Sequence[str]) -> None:
+        await self._calls["release"]([ticket, *keys])
 
     async def ping(self) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 
 import msgspec
@@ -105,39 +105,41 @@ class Ingestor:
         unique: dict[str, EventRow] = {}
         for row in rows:
             unique.setdefault(row.project + ":" + row.event_id, row)
-        claimed, seen = await self._claim(list(unique))
+        ticket = self._dedupe.ticket()
+        claimed, seen = await self._claim(list(unique), ticket)
         fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
         try:
             await self._committer.submit(_rows.encode_lines(fresh), len(fresh))
         except BaseException:  # not stored, or not known to be: free the ids for the retry
             if claimed:
-                await self._settle(self._dedupe.release, claimed)
+                await self._settle("release", self._dedupe.release(ticket, claimed))
             raise
         if claimed:
             # Stored: the answer does not wait for this bookkeeping. Until it lands, a
             # resent id reads as pending, is waited for, and is then found stored.
             if not self._to_confirm:
                 asyncio.get_running_loop().call_soon(self._confirm_queued)
-            self._to_confirm.extend(claimed)
+            self._to_confirm.append(ticket)
         return fresh, len(rows) - len(unique) + seen
 
     def _confirm_queued(self) -> None:
         """One confirm for every request of this loop tick (one task, not one each)."""
-        keys, self._to_confirm = self._to_confirm, []
-        confirm = asyncio.get_running_loop().create_task(self._settle(self._dedupe.confirm, keys))
-        self._confirming.add(confirm)
-        confirm.add_done_callback(self._confirming.discard)
+        tickets, self._to_confirm = self._to_confirm, []
+        confirm = self._dedupe.confirm(tickets)
+        task = asyncio.get_running_loop().create_task(self._settle("confirm", confirm))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
 
     async def settled(self) -> None:
         """Wait for the confirms still on their way (graceful shutdown)."""
         while self._confirming or self._to_confirm:
-            await asyncio.sleep(0)  # queued keys get their task on the next tick
+            await asyncio.sleep(0)  # queued tickets get their task on the next tick
             await asyncio.gather(*self._confirming)
 
-    async def _claim(self, keys: list[str]) -> tuple[list[str] | None, int]:
+    async def _claim(self, keys: list[str], ticket: str) -> tuple[list[str] | None, int]:
         """(keys now ours, count already stored); None: Redis is down and we accept anyway."""
         try:
-            return await self._claim_waiting(keys)
+            return await self._claim_waiting(keys, ticket)
         except DedupeUnavailable as exc:
             self.dedupe_degraded = True
             if self._fail_closed:
@@ -146,7 +148,7 @@ class Ingestor:
             self._metrics.dedupe_bypassed.inc(len(keys))
             return None, 0
 
-    async def _claim_waiting(self, keys: list[str]) -> tuple[list[str], int]:
+    async def _claim_waiting(self, keys: list[str], ticket: str) -> tuple[list[str], int]:
         """Claim ids; ids another request is inserting right now are waited for."""
         ours: list[str] = []
         seen = 0
@@ -154,7 +156,7 @@ class Ingestor:
         deadline = loop.time() + self._pending_wait
         pending = keys
         while pending:
-            claims = await self._dedupe.claim(pending)
+            claims = await self._dedupe.claim(pending, ticket)
             self.dedupe_degraded = False
             waiting = []
             for key, claim in zip(pending, claims, strict=True):
@@ -165,20 +167,18 @@ class Ingestor:
                 else:
                     waiting.append(key)
             if waiting and loop.time() >= deadline:
-                await self._settle(self._dedupe.release, ours)
+                await self._settle("release", self._dedupe.release(ticket, ours))
                 raise Unavailable(f"{len(waiting)} events are being stored by another request")
             if waiting:
                 await asyncio.sleep(0.01)
             pending = waiting
         return ours, seen
 
-    async def _settle(
-        self, action: Callable[[Sequence[str]], Awaitable[None]], keys: list[str]
-    ) -> None:
+    async def _settle(self, what: str, action: Awaitable[None]) -> None:
         try:
-            await action(keys)
+            await action
         except DedupeUnavailable as exc:  # the pending TTL and the table's dedupe cover it
-            logger.warning("dedupe bookkeeping failed for %d ids: %s", len(keys), exc)
+            logger.warning("dedupe %s failed: %s", what, exc)
 
     async def dead_letters(self, rows: list[_ErrorRow]) -> None:
         """Keep refused events in `ingest_errors`; a failure there never fails the request."""
