@@ -116,12 +116,11 @@ class Phase:
         buckets: dict[float, float] = collections.defaultdict(float)
         for key, count in self.metrics.items():
             if key.startswith("headwater_request_duration_seconds_bucket{"):
-                bound = key.split('le="')[1].split('"')[0]
-                buckets[float(bound)] += count
+                buckets[float(key.split('le="')[1].split('"')[0])] += count
         total = buckets.get(float("inf"), 0.0)
         if not total:
             return "-"
-        bound = min(b for b, count in buckets.items() if count >= q * total)
+        bound = min(le for le, count in buckets.items() if count >= q * total)
         return f"≤ {1000 * bound:g}" if bound != float("inf") else "> 10000"
 
     def mean_commit(self) -> tuple[float, float]:

@@ -117,7 +117,7 @@ async def _redis_loop(
         while time.perf_counter() < stop:
             keys = [f"bench:{prefix}-{n:012x}" for n in range(events, events + 100)]
             events += len(keys)  # before the await: no two workers take the same ids
-            ticket = store.ticket()
+            ticket = store.ticket(keys)
             await store.claim(keys, ticket)
             if confirm:
                 await store.confirm([ticket])

@@ -156,16 +156,22 @@ def test_an_id_is_deduplicated_per_project(start_gateway: GatewayFactory) -> Non
 def test_a_stored_event_is_confirmed_for_the_long_ttl(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
+    """The ids of a request hold its ticket, which the confirm marks stored; the id of a
+    one-event request is marked itself, with no ticket key."""
     gw = start_gateway(dedupe_pending_seconds=30, dedupe_ttl_seconds=3600)
-    message = event()
-    assert post(gw, body(message)).json()["accepted"] == 1
-    key = seen_key(gw, message["event_id"])
-    ticket = redis_client.get(key)  # the request's ticket holds the id ...
+    pair, alone = [event(), event()], event()
+    assert post(gw, body(*pair)).json()["accepted"] == 2
+    assert post(gw, body(alone)).json()["accepted"] == 1
+    keys = [seen_key(gw, m["event_id"]) for m in pair]
+    ticket = redis_client.get(keys[0])
     assert ticket is not None
-    _wait_for(lambda: redis_client.get(ticket_key(gw, ticket)) == b"d")  # ... stored
-    assert 30 < redis_client.ttl(key) <= 3600
-    assert 30 < redis_client.ttl(ticket_key(gw, ticket)) <= 3600
-    assert redis_client.get(key) == ticket
+    _wait_for(lambda: redis_client.get(ticket_key(gw, ticket)) == b"d")  # after the answers
+    _wait_for(lambda: redis_client.get(seen_key(gw, alone["event_id"])) == b"d")
+    assert [redis_client.get(key) for key in keys] == [ticket, ticket]
+    for key in [*keys, ticket_key(gw, ticket), seen_key(gw, alone["event_id"])]:
+        assert 30 < redis_client.ttl(key) <= 3600
+    tickets = redis_client.keys(f"{gw.settings.redis_prefix}:ticket:*")
+    assert tickets == [ticket_key(gw, ticket).encode()]
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -369,7 +375,8 @@ def make_store(request: pytest.FixtureRequest, redis_url: str) -> StoreFactory:
 def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
     async def scenario() -> tuple[list[list[Claim]], bool]:
         store = make_store()
-        first, second, third = store.ticket(), store.ticket(), store.ticket()
+        first = store.ticket(["p:a", "p:b"])
+        second = store.ticket(["p:a", "q:a", "p:c"])
         try:
             found = [
                 await store.claim([], first),
@@ -379,14 +386,14 @@ def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
             ]
             await store.confirm([first])
             await store.release(second, ["q:a", "p:c"])
-            found.append(await store.claim(["p:a", "p:b", "q:a", "p:c"], third))
+            keys = ["p:a", "p:b", "q:a", "p:c"]
+            found.append(await store.claim(keys, store.ticket(keys)))
             await store.release(first, ["p:a"])  # settled already: changes nothing
-            found.append(await store.claim(["p:a", "q:a"], store.ticket()))
+            found.append(await store.claim(["p:a", "q:a"], store.ticket(["p:a", "q:a"])))
             return found, await store.ping()
         finally:
             await store.close()
 
-    assert first_tickets_differ(make_store)
     assert asyncio.run(scenario()) == (
         [
             [],
@@ -400,37 +407,77 @@ def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
     )
 
 
-def first_tickets_differ(make_store: StoreFactory) -> bool:
-    """Tickets are unique within a store and across stores (processes)."""
+def test_store_one_id_requests(make_store: StoreFactory) -> None:
+    """A request of one id (in Redis: no ticket key) against requests of several."""
+
+    async def scenario() -> list[list[Claim]]:
+        store = make_store()
+        alone, twin, other = store.ticket(["p:x"]), store.ticket(["p:x"]), store.ticket(["p:z"])
+        pair = store.ticket(["p:x", "p:y"])
+        try:
+            found = [
+                await store.claim(["p:x"], alone),
+                await store.claim(["p:x", "p:y"], pair),  # x: the lone request's, pending
+                await store.claim(["p:x"], twin),  # the same id sent again, alone
+                await store.claim(["p:z"], other),
+            ]
+            await store.release(twin, [])  # gave up waiting: frees nothing of the first's
+            await store.confirm([alone])
+            await store.release(other, ["p:z"])
+            await store.release(alone, ["p:x"])  # settled already: changes nothing
+            found.append(await store.claim(["p:x", "p:z"], store.ticket(["p:x", "p:z"])))
+            return found
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [
+        [Claim.NEW],
+        [Claim.PENDING, Claim.NEW],
+        [Claim.PENDING],
+        [Claim.NEW],
+        [Claim.SEEN, Claim.NEW],
+    ]
+
+
+def test_tickets_differ_within_and_across_stores(make_store: StoreFactory) -> None:
     one, other = make_store(), make_store()
-    names = [one.ticket(), one.ticket(), other.ticket()]
+    keys = ["p:a", "p:b"]
+    names = [one.ticket(keys), one.ticket(keys), other.ticket(keys)]
     for store in (one, other):
         asyncio.run(store.close())
-    return len(set(names)) == 3
+    assert len(set(names)) == 3
 
 
 def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
     async def scenario() -> list[list[Claim]]:
         store = make_store(pending_ttl=1)
         try:
-            first = await store.claim(["p:a"], store.ticket())
-            await asyncio.sleep(1.2)  # the claimer died: no confirm, no release
-            return [first, await store.claim(["p:a"], store.ticket())]
+            found = [
+                await store.claim(["p:a"], store.ticket(["p:a"])),
+                await store.claim(["p:b", "p:c"], store.ticket(["p:b", "p:c"])),
+            ]
+            await asyncio.sleep(1.2)  # the claimers died: no confirm, no release
+            keys = ["p:a", "p:b", "p:c"]
+            return [*found, await store.claim(keys, store.ticket(keys))]
         finally:
             await store.close()
 
-    assert asyncio.run(scenario()) == [[Claim.NEW], [Claim.NEW]]
+    assert asyncio.run(scenario()) == [
+        [Claim.NEW],
+        [Claim.NEW, Claim.NEW],
+        [Claim.NEW, Claim.NEW, Claim.NEW],
+    ]
 
 
 def test_redis_store_unreachable() -> None:
     async def scenario() -> tuple[bool, list[str]]:
         store = RedisDedupeStore(NOWHERE, ttl=60, pending_ttl=10)
         errors = []
-        ticket = store.ticket()
+        ticket = store.ticket(["p:a", "p:b"])
         for call in (
-            store.claim(["p:a"], ticket),
+            store.claim(["p:a", "p:b"], ticket),
             store.confirm([ticket]),
-            store.release(ticket, ["p:a"]),
+            store.release(ticket, ["p:a", "p:b"]),
         ):
             try:
                 await call
@@ -451,16 +498,20 @@ def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
 ) -> None:
     async def scenario() -> list[list[Claim]]:
         store = make_store()
+
+        async def claim(*keys: str) -> list[Claim]:
+            return await store.claim(keys, store.ticket(keys))
+
         try:
-            done = store.ticket()
+            done = store.ticket(["p:stored"])
             await store.claim(["p:stored"], done)
             await store.confirm([done])
             return list(
                 await asyncio.gather(
-                    store.claim(["p:a", "p:b"], store.ticket()),
-                    store.claim(["p:b", "p:stored", "p:c"], store.ticket()),  # b: pending
-                    store.claim([], store.ticket()),
-                    store.claim(["p:a"], store.ticket()),
+                    claim("p:a", "p:b"),
+                    claim("p:b", "p:stored", "p:c"),  # b: the first caller's, pending
+                    claim(),
+                    claim("p:a"),
                 )
             )
         finally:

@@ -40,8 +40,8 @@ class Claim(enum.IntEnum):
 class DedupeStore(Protocol):
     """Where the gateway remembers which event ids it has stored."""
 
-    def ticket(self) -> str:
-        """A new ticket: the name one request claims its ids under."""
+    def ticket(self, keys: Sequence[str]) -> str:
+        """A new ticket: the name one request claims `keys` (and only those) under."""
         ...
 
     async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]: ...
@@ -77,7 +77,7 @@ class MemoryDedupeStore:
         self._pending: OrderedDict[str, tuple[list[str], float]] = OrderedDict()
         self._tickets = _Tickets()
 
-    def ticket(self) -> str:
+    def ticket(self, keys: Sequence[str]) -> str:
         return self._tickets()
 
     async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
@@ -140,28 +140,34 @@ class MemoryDedupeStore:
 
 
 # Each script takes ARGV = (TTL, pending TTL, key prefix, lines): one line per caller,
-# `<ticket> <key> <key> ...` (a confirm's line is its ticket alone). Claims answer one
+# `<ticket> <key> <key> ...` (a confirm's line is its tickets alone). Claims answer one
 # byte per key. The lines travel as one argument, not as KEYS: redis-py packs each
 # argument in Python (~2 µs each), which for a coalesced call of thousands of ids cost
 # more than the rest of a request. The script builds each key, so the store needs a
 # standalone Redis (or one shard); keys and project names hold no whitespace (`Settings`).
-# An id's value is the ticket that claimed it; `<prefix>ticket:<ticket>` is 'p' while that
-# request inserts and 'd' once it stored its events. Values 'p' and 'd' on an id itself
-# were written by gateways before tickets, and keep their meaning.
+#
+# An id's value is the ticket that claimed it, and `<prefix>ticket:<ticket>` is 'p' while
+# that request inserts, 'd' once it stored its events. A request of one id needs no
+# ticket key: its ticket is `=<key>`, and the id itself holds 'p' (with the pending TTL)
+# and then 'd', as every id did before tickets.
 _CLAIM = """
 local ttl, pending, prefix = ARGV[1], ARGV[2], ARGV[3]
 local out, n = {}, 0
 for line in string.gmatch(ARGV[4], '[^\\n]+') do
-  local ticket
+  local ticket, mark, life
   for word in string.gmatch(line, '%S+') do
     if not ticket then
-      ticket = word
-      redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
+      ticket, mark, life = word, word, ttl
+      if string.sub(ticket, 1, 1) == '=' then
+        mark, life = 'p', pending
+      else
+        redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
+      end
     else
       n = n + 1
       local key = prefix .. 'seen:' .. word
       out[n] = '1'
-      if not redis.call('SET', key, ticket, 'NX', 'EX', ttl) then
+      if not redis.call('SET', key, mark, 'NX', 'EX', life) then
         local holder = redis.call('GET', key)
         local state = holder
         if holder == ticket then  -- ours already
@@ -174,7 +180,7 @@ for line in string.gmatch(ARGV[4], '[^\\n]+') do
         elseif state == 'p' then
           out[n] = '2'
         else  -- released, or its claimer died: ours now
-          redis.call('SET', key, ticket, 'EX', ttl)
+          redis.call('SET', key, mark, 'EX', life)
         end
       end
     end
@@ -186,7 +192,11 @@ return table.concat(out)
 _CONFIRM = """
 local ttl, prefix = ARGV[1], ARGV[3]
 for ticket in string.gmatch(ARGV[4], '%S+') do
-  redis.call('SET', prefix .. 'ticket:' .. ticket, 'd', 'EX', ttl)
+  if string.sub(ticket, 1, 1) == '=' then
+    redis.call('SET', prefix .. 'seen:' .. string.sub(ticket, 2), 'd', 'EX', ttl)
+  else
+    redis.call('SET', prefix .. 'ticket:' .. ticket, 'd', 'EX', ttl)
+  end
 end
 return ''
 """
@@ -194,16 +204,20 @@ return ''
 _RELEASE = """
 local prefix = ARGV[3]
 for line in string.gmatch(ARGV[4], '[^\\n]+') do
-  local ticket
+  local ticket, mark
   for word in string.gmatch(line, '%S+') do
     if not ticket then
-      ticket = word
-      local held = prefix .. 'ticket:' .. ticket
-      if redis.call('GET', held) == 'd' then break end  -- stored: nothing to release
-      redis.call('DEL', held)
+      ticket, mark = word, word
+      if string.sub(ticket, 1, 1) == '=' then
+        mark = 'p'
+      else
+        local held = prefix .. 'ticket:' .. ticket
+        if redis.call('GET', held) == 'd' then break end  -- stored: nothing to release
+        redis.call('DEL', held)
+      end
     else
       local key = prefix .. 'seen:' .. word
-      if redis.call('GET', key) == ticket then redis.call('DEL', key) end
+      if redis.call('GET', key) == mark then redis.call('DEL', key) end
     end
   end
 end
@@ -283,6 +297,7 @@ class _Call(NamedTuple):
 class RedisDedupeStore:
     """Ids in Redis as `<prefix>:seen:<project>:<event_id>`, each holding the ticket that
     claimed it; tickets as `<prefix>:ticket:<ticket>`, 'p' while pending, 'd' once stored.
+    The id of a one-event request holds 'p' or 'd' itself.
 
     Claims, confirms and releases of concurrent requests are coalesced per loop tick.
     """
@@ -301,8 +316,10 @@ class RedisDedupeStore:
             for name, script in (("claim", _CLAIM), ("confirm", _CONFIRM), ("release", _RELEASE))
         }
 
-    def ticket(self) -> str:
-        return self._tickets()
+    def ticket(self, keys: Sequence[str]) -> str:
+        # One id, the most common request of all: the id itself carries the state, and
+        # Redis keeps one key per event rather than two.
+        return "=" + keys[0] if len(keys) == 1 else self._tickets()
 
     async def _script(self, name: str, script: AsyncScript, lines: list[str]) -> bytes:
         try:

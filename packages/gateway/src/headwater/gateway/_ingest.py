@@ -105,8 +105,9 @@ class Ingestor:
         unique: dict[str, EventRow] = {}
         for row in rows:
             unique.setdefault(row.project + ":" + row.event_id, row)
-        ticket = self._dedupe.ticket()
-        claimed, seen = await self._claim(list(unique), ticket)
+        keys = list(unique)
+        ticket = self._dedupe.ticket(keys)
+        claimed, seen = await self._claim(keys, ticket)
         fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
         try:
             await self._committer.submit(_rows.encode_lines(fresh), len(fresh))
