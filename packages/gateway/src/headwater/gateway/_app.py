@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, route
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp
 
@@ -255,11 +256,33 @@ def create_app(
         request_max_body_size=None,  # each route enforces its own limit while streaming
         logging_config=None,  # the process configures logging (JSON lines under `serve`)
         openapi_config=OpenAPIConfig(title="Headwater gateway", version="0.1.0"),
+        cors_config=_cors(settings.cors_origin_list),
         debug=False,
     )
     if not fast_path:
         return app
     return NativeFastPath(app, handlers)
+
+
+def _cors(origins: list[str]) -> CORSConfig | None:
+    """Answers a browser may read, from the allowed origins (None: no CORS headers).
+
+    posthog-js falls back to `XMLHttpRequest` with credentials, and `sendBeacon` always
+    sends them, so a browser accepts only its own origin echoed back, never "*": an origin
+    that is allowed is echoed, with `Access-Control-Allow-Credentials`, as PostHog's own
+    capture endpoint does. The write key, not the origin, decides what is stored.
+    """
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=[origin for origin in origins if origin != "*"],
+        allow_origin_regex=".*" if "*" in origins else None,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        allow_credentials=True,
+        expose_headers=["Retry-After", "X-Request-Id"],
+        max_age=86_400,
+    )
 
 
 @asynccontextmanager

@@ -5,9 +5,9 @@ Litestar's request and response objects, its middleware chain and its exception 
 cost about 100 µs a request (measured with httptools and uvloop; BENCHMARKS.md), as much
 as everything else a one-event request needs. This wrapper answers that one route itself
 with the same handler (`Handlers.native`), the same errors, headers, metrics and access
-log, and hands every other request, and the lifespan, to Litestar, which still documents
-the route in its OpenAPI document. `tests/gateway/test_fast_path.py` holds the two to the
-same answers.
+log, and hands every other request (a browser's too, for its CORS headers), and the
+lifespan, to Litestar, which still documents the route in its OpenAPI document.
+`tests/gateway/test_fast_path.py` holds the two to the same answers.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class NativeFastPath:
             await self.litestar(scope, receive, send)
             return
         headers: dict[bytes, bytes] = dict(scope["headers"])
+        if b"origin" in headers:  # a browser's: Litestar adds the CORS headers
+            await self.litestar(scope, receive, send)
+            return
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.perf_counter()

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tracking_policy: Literal["reject", "flag", "count"] = "count"
     tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
     demo_write_key: str = ""
+    # Browser senders (posthog-js, analytics.js): origins allowed to read the answers,
+    # comma-separated; "*" any origin, "https://*.example.com" a wildcard, "" none.
+    cors_origins: str = "*"
     models: str = ""  # HEADWATER_MODELS: the model configuration file (TOML)
     model_schedule: bool = True  # embedded mode: run the models' schedule in this process
 
@@ -72,9 +75,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     f"HEADWATER_WRITE_KEYS: project name {project!r} must be printable,"
                     " without spaces"
                 )
+        for origin in self.cors_origin_list:
+            if origin != "*" and "://" not in origin:
+                raise ConfigError(
+                    f"HEADWATER_CORS_ORIGINS: {origin!r} is not an origin like"
+                    " https://app.example.com (or * for any)"
+                )
         for name in ("commit_max_rows", "commit_max_bytes", "commit_queue_rows", "max_event_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins of `cors_origins`, without blanks."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def embedded(self) -> bool:
