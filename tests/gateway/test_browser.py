@@ -1,0 +1,156 @@
+"""posthog-js, unchanged, in a real Chromium, sending to the gateway from another origin.
+
+The page comes from one loopback server and the gateway listens on another port, so the
+browser applies CORS exactly as it would for a site and its analytics host. posthog-js
+batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`;
+its events are then read back from ClickHouse. Chromium is Debian's (`.ci/run` installs
+it), posthog-js comes from npm at the version `tests/browser/package-lock.json` pins
+(`scripts/test` installs it), and Playwright drives the browser.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored, stored
+
+BROWSER_DIR = Path(__file__).parents[1] / "browser"
+POSTHOG_JS = BROWSER_DIR / "node_modules" / "posthog-js"
+PAGE = b"""<!doctype html>
+<html><head><title>shop</title><script src="/array.full.js"></script></head>
+<body><p>A site that uses posthog-js.</p></body></html>
+"""
+
+# posthog-js as a site would set it up, minus what needs PostHog's own servers (feature
+# flags, remote config, surveys, recordings): those are not the capture API. Headless
+# Chromium says "HeadlessChrome" in its user agent, which posthog-js drops as a bot's.
+INIT = """([apiHost, token]) => {
+  window.requestErrors = [];
+  posthog.init(token, {
+    api_host: apiHost,
+    persistence: 'memory',
+    autocapture: false,
+    capture_pageview: false,
+    capture_pageleave: false,
+    disable_session_recording: true,
+    disable_surveys: true,
+    advanced_disable_flags: true,
+    advanced_disable_decide: true,
+    disable_external_dependency_loading: true,
+    opt_out_useragent_filter: true,
+    on_request_error: (response) => window.requestErrors.push(response.statusCode),
+  });
+  const anonymous = posthog.get_distinct_id();
+  const checkout = posthog.capture('checkout_started', {plan: 'pro', seats: 3});
+  posthog.identify('u_77', {email: 'ada@example.com'});
+  return {anonymous, uuid: checkout.uuid, version: posthog.version, url: location.href};
+}"""
+
+# What a page's own script can read from a JSON post: it needs the preflight answered and
+# the answer's CORS headers.
+FETCH = """async ([apiHost, token, uuid]) => {
+  const response = await fetch(apiHost + '/i/v0/e/', {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({api_key: token, event: 'fetched', distinct_id: 'u_78', uuid}),
+  });
+  return {status: response.status, body: await response.json()};
+}"""
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[str]:
+    """A loopback web server with the page and posthog-js; yields its base URL."""
+    bundle = POSTHOG_JS / "dist" / "array.full.js"
+    if not bundle.exists():
+        pytest.fail(f"{bundle} is missing: npm ci --prefix {BROWSER_DIR} (scripts/test does)")
+    (tmp_path / "index.html").write_bytes(PAGE)
+    shutil.copy(bundle, tmp_path / "array.full.js")
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _wait_for_events(gw: RunningGateway, count: int) -> dict[str, Stored]:
+    """Poll until `count` events are stored (the test's timeout bounds the wait)."""
+    while len(found := stored(gw)) < count:
+        time.sleep(0.1)
+    return found
+
+
+def test_posthog_js_in_chromium_is_stored_with_its_fields(
+    start_gateway: GatewayFactory, browser: Browser, site: str
+) -> None:
+    gw = start_gateway()
+    page = browser.new_page()
+    try:
+        page.goto(site + "/index.html")
+        sent = page.evaluate(INIT, [gw.url, WRITE_KEY])
+        rows = _wait_for_events(gw, 2)  # posthog-js flushes its batch every 3 s
+        fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, "0193a0b4-0000-7000-8000-00000000f00d"])
+        errors = page.evaluate("window.requestErrors")
+    finally:
+        page.close()
+
+    version = json.loads((POSTHOG_JS / "package.json").read_text())["version"]
+    assert sent["version"] == version
+    assert errors == []  # every answer reached posthog-js: CORS let the browser read it
+    assert fetched == {
+        "status": 200,
+        "body": {"status": 1, "accepted": 1, "duplicates": 0, "rejected": []},
+    }
+    checkout = rows[sent["uuid"]]
+    assert (checkout.project, checkout.event, checkout.distinct_id) == (
+        PROJECT,
+        "checkout_started",
+        sent["anonymous"],
+    )
+    assert (checkout.lib, checkout.source) == (f"web/{version}", "posthog")
+    props = checkout.properties
+    assert (props["plan"], props["seats"], props["$lib"], props["$lib_version"]) == (
+        "pro",
+        3,
+        "web",
+        version,
+    )
+    assert (props["$current_url"], props["$device_id"]) == (sent["url"], sent["anonymous"])
+    (identify,) = [row for key, row in rows.items() if key != sent["uuid"]]
+    assert (identify.event, identify.distinct_id, identify.lib) == (
+        "$identify",
+        "u_77",
+        f"web/{version}",
+    )
+    assert identify.properties["$set"] == {"email": "ada@example.com"}
+    assert identify.properties["$anon_distinct_id"] == sent["anonymous"]
