@@ -4,7 +4,7 @@ The page comes from one loopback server and the gateway listens on another port,
 browser applies CORS exactly as it would for a site and its analytics host. posthog-js
 batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`;
 its events are then read back from ClickHouse. Chromium is Debian's (`.ci/run` installs
-it), posthog-js comes from npm at the version `tests/browser/package-lock.json` pins
+it), posthog-js comes from npm at the version `tests/js/package-lock.json` pins
 (`scripts/test` installs it), and Playwright drives the browser.
 """
 
@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored, stored
 
-BROWSER_DIR = Path(__file__).parents[1] / "browser"
+BROWSER_DIR = Path(__file__).parents[1] / "js"
 POSTHOG_JS = BROWSER_DIR / "node_modules" / "posthog-js"
 PAGE = b"""<!doctype html>
 <html><head><title>shop</title><script src="/array.full.js"></script></head>
