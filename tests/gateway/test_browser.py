@@ -1,11 +1,13 @@
-"""posthog-js, unchanged, in a real Chromium, sending to the gateway from another origin.
+"""posthog-js and analytics.js, unchanged, in a real Chromium, sending to the gateway
+from another origin.
 
 The page comes from one loopback server and the gateway listens on another port, so the
 browser applies CORS exactly as it would for a site and its analytics host. posthog-js
 batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`;
-its events are then read back from ClickHouse. Chromium is Debian's (`.ci/run` installs
-it), posthog-js comes from npm at the version `tests/js/package-lock.json` pins
-(`scripts/test` installs it), and Playwright drives the browser.
+analytics.js posts each call to `/v1/<first letter of its type>`. The events are then
+read back from ClickHouse. Chromium is Debian's (`.ci/run` installs it), the SDKs come
+from npm at the versions `tests/js/package-lock.json` pins (`scripts/test` installs
+them), and Playwright drives the browser.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,10 +30,14 @@ from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored
 
 BROWSER_DIR = Path(__file__).parents[1] / "js"
 POSTHOG_JS = BROWSER_DIR / "node_modules" / "posthog-js"
+ANALYTICS_JS = BROWSER_DIR / "node_modules" / "@segment" / "analytics-next"
 PAGE = b"""<!doctype html>
-<html><head><title>shop</title><script src="/array.full.js"></script></head>
-<body><p>A site that uses posthog-js.</p></body></html>
+<html><head><title>shop</title>
+<script src="/array.full.js"></script><script src="/analytics-next/index.js"></script>
+</head><body><p>A site that uses posthog-js and analytics.js.</p></body></html>
 """
+# The gateway's namespace for ids that are no UUIDs (analytics.js's `ajs-next-…`).
+ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")
 
 # posthog-js as a site would set it up, minus what needs PostHog's own servers (feature
 # flags, remote config, surveys, recordings): those are not the capture API. Headless
@@ -69,6 +76,27 @@ FETCH = """async ([apiHost, token, uuid]) => {
 }"""
 
 
+# analytics.js as a site would load it, with the settings Segment's CDN would serve
+# given inline: `Segment.io` sends to the gateway's `/v1` over plain HTTP.
+SEGMENT = """async ([apiHost, writeKey]) => {
+  const host = apiHost.replace('http://', '') + '/v1';
+  const segment = {apiKey: writeKey, apiHost: host, protocol: 'http'};
+  const [analytics] = await AnalyticsNext.AnalyticsBrowser.load({
+    writeKey, cdnSettings: {integrations: {'Segment.io': segment}},
+  });
+  const track = await analytics.track('Clicked', {plan: 'pro'});
+  const identify = await analytics.identify('u_9', {email: 'ada@example.com'});
+  const page = await analytics.page();
+  const calls = [track, identify, page];
+  return {
+    ids: calls.map((ctx) => ctx.event.messageId),
+    anonymous: track.event.anonymousId,
+    failed: calls.filter((ctx) => ctx.failedDelivery()).length,
+    url: location.href,
+  };
+}"""
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -88,11 +116,12 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[str]:
     """A loopback web server with the page and posthog-js; yields its base URL."""
-    bundle = POSTHOG_JS / "dist" / "array.full.js"
-    if not bundle.exists():
-        pytest.fail(f"{bundle} is missing: npm ci --prefix {BROWSER_DIR} (scripts/test does)")
+    bundle, umd = POSTHOG_JS / "dist" / "array.full.js", ANALYTICS_JS / "dist" / "umd"
+    if not (bundle.exists() and umd.exists()):
+        pytest.fail(f"the SDKs are missing: npm ci --prefix {BROWSER_DIR} (scripts/test does)")
     (tmp_path / "index.html").write_bytes(PAGE)
     shutil.copy(bundle, tmp_path / "array.full.js")
+    shutil.copytree(umd, tmp_path / "analytics-next")  # with the chunks it loads later
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(tmp_path))
     )
@@ -154,3 +183,41 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     )
     assert identify.properties["$set"] == {"email": "ada@example.com"}
     assert identify.properties["$anon_distinct_id"] == sent["anonymous"]
+
+
+def test_analytics_js_in_chromium_is_stored_with_its_fields(
+    start_gateway: GatewayFactory, browser: Browser, site: str
+) -> None:
+    gw = start_gateway()
+    page = browser.new_page()
+    try:
+        page.goto(site + "/index.html")
+        sent = page.evaluate(SEGMENT, [gw.url, WRITE_KEY])
+    finally:
+        page.close()
+
+    assert sent["failed"] == 0  # each call delivered, its answer read (CORS)
+    track, identify, viewed = (
+        str(uuid.uuid5(ID_NAMESPACE, f"id:{message_id}")) for message_id in sent["ids"]
+    )
+    rows = _wait_for_events(gw, 3)
+    version = json.loads((ANALYTICS_JS / "package.json").read_text())["version"]
+    library = {"name": "analytics.js", "version": f"next-{version}"}
+    where = {"path": "/index.html", "referrer": "", "search": "", "title": "shop"}
+    where["url"] = sent["url"]
+    assert {key: (row.event, row.distinct_id) for key, row in rows.items()} == {
+        track: ("Clicked", sent["anonymous"]),
+        identify: ("$identify", "u_9"),
+        viewed: ("$pageview", "u_9"),
+    }
+    for row in rows.values():
+        assert (row.project, row.lib, row.source) == (
+            PROJECT,
+            f"analytics.js/{library['version']}",
+            "segment",
+        )
+        context = row.properties.pop("$context")
+        assert (context["library"], context["page"]) == (library, where)
+    assert rows[track].properties == {"plan": "pro"}
+    assert rows[identify].properties == {"$set": {"email": "ada@example.com"}}
+    assert rows[viewed].properties == where

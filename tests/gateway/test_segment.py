@@ -240,17 +240,21 @@ def test_identify_traits_win_over_context_traits(start_gateway: GatewayFactory) 
         ),
     ],
 )
+@pytest.mark.parametrize("short", [False, True], ids=["name", "letter"])  # analytics.js: /v1/t
 def test_each_single_endpoint(
     start_gateway: GatewayFactory,
+    *,
     kind: str,
     message: dict[str, Any],
     event: str,
     properties: dict[str, Any],
+    short: bool,
 ) -> None:
     gw = start_gateway()
     (message_id,) = ids(1)
     body = {"userId": "u_1", "messageId": message_id, "timestamp": WHEN_ISO, **message}
-    response = httpx.post(f"{gw.url}/v1/{kind}", json=body, auth=(WRITE_KEY, ""))
+    path = kind[0] if short else kind
+    response = httpx.post(f"{gw.url}/v1/{path}", json=body, auth=(WRITE_KEY, ""))
     assert (response.status_code, response.json()) == (200, ok())
     (row,) = stored(gw).values()
     assert (row.project, row.event_id, row.event, row.distinct_id, row.timestamp) == (
@@ -392,6 +396,31 @@ def test_batch_shares_context_corrects_skew_and_keeps_valid_messages(
         (PROJECT, "segment", i, reason, json.dumps(batch[i], separators=(",", ":")))
         for i, reason, _ in reasons
     ]
+
+
+def test_analytics_js_batching_mode_posts_to_b(start_gateway: GatewayFactory) -> None:
+    """analytics.js with `deliveryStrategy: batching`: `/v1/b`, the key in the body and in
+    Basic auth, `text/plain` (no CORS preflight)."""
+    gw = start_gateway()
+    first, second = ids(2)
+    batch = [
+        {"type": "track", "event": "Clicked", "anonymousId": "a_1", "messageId": first,
+         "timestamp": WHEN_ISO, "properties": {"n": 1}},
+        {"type": "page", "anonymousId": "a_1", "messageId": second, "timestamp": WHEN_ISO,
+         "properties": {"path": "/pricing"}},
+    ]  # fmt: skip
+    response = httpx.post(
+        f"{gw.url}/v1/b",
+        content=json.dumps({"writeKey": WRITE_KEY, "batch": batch, "sentAt": WHEN_ISO}),
+        headers={"Content-Type": "text/plain"},
+        auth=(WRITE_KEY, ""),
+    )
+    assert (response.status_code, response.json()) == (200, ok(accepted=2))
+    rows = stored(gw)
+    assert {k: (r.event, r.distinct_id, r.properties, r.timestamp) for k, r in rows.items()} == {
+        first: ("Clicked", "a_1", {"n": 1}, rows[first].received_at),
+        second: ("$pageview", "a_1", {"path": "/pricing"}, rows[second].received_at),
+    }
 
 
 def test_message_without_id_gets_a_content_id_so_a_retry_dedupes(

@@ -40,6 +40,9 @@ POSTHOG_PATHS = [
 ]
 SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page": "page",
                  "screen": "screen", "alias": "alias", "group": "group"}  # fmt: skip
+# analytics.js (analytics-next) posts to the first letter of a message's type, and its
+# batching mode to `/b`: the same API under short names.
+SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
 
 
 class Handlers:

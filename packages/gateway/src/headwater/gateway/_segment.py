@@ -1,6 +1,7 @@
 """Segment's tracking API (`/v1/batch`, `/v1/track`, `/v1/identify`, `/v1/page`,
-`/v1/screen`, `/v1/alias`, `/v1/group`), so that analytics-python and rudder-sdk-python
-send to the gateway unchanged."""
+`/v1/screen`, `/v1/alias`, `/v1/group`, and the short names analytics.js posts to:
+`/v1/b`, `/v1/t`, `/v1/i`, `/v1/p`, `/v1/s`, `/v1/a`, `/v1/g`), so that analytics-python,
+rudder-sdk-python and analytics.js send to the gateway unchanged."""
 
 from __future__ import annotations
 
