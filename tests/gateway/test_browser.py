@@ -28,9 +28,9 @@ from playwright.sync_api import Browser, sync_playwright
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored, stored
 
-BROWSER_DIR = Path(__file__).parents[1] / "js"
-POSTHOG_JS = BROWSER_DIR / "node_modules" / "posthog-js"
-ANALYTICS_JS = BROWSER_DIR / "node_modules" / "@segment" / "analytics-next"
+JS_DIR = Path(__file__).parents[1] / "js"
+POSTHOG_JS = JS_DIR / "node_modules" / "posthog-js"
+ANALYTICS_JS = JS_DIR / "node_modules" / "@segment" / "analytics-next"
 PAGE = b"""<!doctype html>
 <html><head><title>shop</title>
 <script src="/array.full.js"></script><script src="/analytics-next/index.js"></script>
@@ -118,7 +118,7 @@ def site(tmp_path: Path) -> Iterator[str]:
     """A loopback web server with the page and posthog-js; yields its base URL."""
     bundle, umd = POSTHOG_JS / "dist" / "array.full.js", ANALYTICS_JS / "dist" / "umd"
     if not (bundle.exists() and umd.exists()):
-        pytest.fail(f"the SDKs are missing: npm ci --prefix {BROWSER_DIR} (scripts/test does)")
+        pytest.fail(f"the SDKs are missing: npm ci --prefix {JS_DIR} (scripts/test does)")
     (tmp_path / "index.html").write_bytes(PAGE)
     shutil.copy(bundle, tmp_path / "array.full.js")
     shutil.copytree(umd, tmp_path / "analytics-next")  # with the chunks it loads later
