@@ -3,7 +3,8 @@ from another origin.
 
 The page comes from one loopback server and the gateway listens on another port, so the
 browser applies CORS exactly as it would for a site and its analytics host. posthog-js
-batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`;
+batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`, or
+with `navigator.sendBeacon` as a page unloads;
 analytics.js posts each call to `/v1/<first letter of its type>`. The events are then
 read back from ClickHouse. Chromium is Debian's (`.ci/run` installs it), the SDKs come
 from npm at the versions `tests/js/package-lock.json` pins (`scripts/test` installs
@@ -60,8 +61,13 @@ INIT = """([apiHost, token]) => {
   });
   const anonymous = posthog.get_distinct_id();
   const checkout = posthog.capture('checkout_started', {plan: 'pro', seats: 3});
+  // what posthog-js sends as a page unloads: `navigator.sendBeacon`, `?beacon=1`
+  const left = posthog.capture('left', {step: 2}, {transport: 'sendBeacon'});
   posthog.identify('u_77', {email: 'ada@example.com'});
-  return {anonymous, uuid: checkout.uuid, version: posthog.version, url: location.href};
+  return {
+    anonymous, uuid: checkout.uuid, beacon: left.uuid, version: posthog.version,
+    url: location.href,
+  };
 }"""
 
 # What a page's own script can read from a JSON post: it needs the preflight answered and
@@ -147,7 +153,7 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     try:
         page.goto(site + "/index.html")
         sent = page.evaluate(INIT, [gw.url, WRITE_KEY])
-        rows = _wait_for_events(gw, 2)  # posthog-js flushes its batch every 3 s
+        rows = _wait_for_events(gw, 3)  # posthog-js flushes its batch every 3 s
         fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, "0193a0b4-0000-7000-8000-00000000f00d"])
         errors = page.evaluate("window.requestErrors")
     finally:
@@ -175,7 +181,14 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
         version,
     )
     assert (props["$current_url"], props["$device_id"]) == (sent["url"], sent["anonymous"])
-    (identify,) = [row for key, row in rows.items() if key != sent["uuid"]]
+    left = rows[sent["beacon"]]
+    assert (left.event, left.distinct_id, left.properties["step"], left.lib) == (
+        "left",
+        sent["anonymous"],
+        2,
+        f"web/{version}",
+    )
+    (identify,) = [row for key, row in rows.items() if key not in (sent["uuid"], sent["beacon"])]
     assert (identify.event, identify.distinct_id, identify.lib) == (
         "$identify",
         "u_77",
