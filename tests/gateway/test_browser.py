@@ -6,7 +6,8 @@ browser applies CORS exactly as it would for a site and its analytics host. post
 batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`, or
 with `navigator.sendBeacon` as a page unloads;
 analytics.js posts each call to `/v1/<first letter of its type>`. The events are then
-read back from ClickHouse. Chromium is Debian's (`.ci/run` installs it), the SDKs come
+read back from ClickHouse (posthog-js's also from a PostHog stand-in they are forwarded
+to). Chromium is Debian's (`.ci/run` installs it), the SDKs come
 from npm at the versions `tests/js/package-lock.json` pins (`scripts/test` installs
 them), and Playwright drives the browser.
 """
@@ -28,6 +29,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, Stored, stored
+from .posthog_standin import posthog_standin
 
 JS_DIR = Path(__file__).parents[1] / "js"
 POSTHOG_JS = JS_DIR / "node_modules" / "posthog-js"
@@ -69,6 +71,8 @@ INIT = """([apiHost, token]) => {
     url: location.href,
   };
 }"""
+
+FETCHED = "0193a0b4-0000-7000-8000-00000000f00d"
 
 # What a page's own script can read from a JSON post: it needs the preflight answered and
 # the answer's CORS headers.
@@ -148,16 +152,18 @@ def _wait_for_events(gw: RunningGateway, count: int) -> dict[str, Stored]:
 def test_posthog_js_in_chromium_is_stored_with_its_fields(
     start_gateway: GatewayFactory, browser: Browser, site: str
 ) -> None:
-    gw = start_gateway()
-    page = browser.new_page()
-    try:
-        page.goto(site + "/index.html")
-        sent = page.evaluate(INIT, [gw.url, WRITE_KEY])
-        rows = _wait_for_events(gw, 3)  # posthog-js flushes its batch every 3 s
-        fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, "0193a0b4-0000-7000-8000-00000000f00d"])
-        errors = page.evaluate("window.requestErrors")
-    finally:
-        page.close()
+    with posthog_standin() as posthog:
+        gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
+        page = browser.new_page()
+        try:
+            page.goto(site + "/index.html")
+            sent = page.evaluate(INIT, [gw.url, WRITE_KEY])
+            rows = _wait_for_events(gw, 3)  # posthog-js flushes its batch every 3 s
+            fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, FETCHED])
+            errors = page.evaluate("window.requestErrors")
+        finally:
+            page.close()
+        forwarded = {event["uuid"]: event for event in posthog.wait_for(4)}
 
     version = json.loads((POSTHOG_JS / "package.json").read_text())["version"]
     assert sent["version"] == version
@@ -196,6 +202,16 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     )
     assert identify.properties["$set"] == {"email": "ada@example.com"}
     assert identify.properties["$anon_distinct_id"] == sent["anonymous"]
+    # Forwarded to PostHog as posthog-js sent them: same ids, names, users and properties.
+    assert sorted(forwarded) == sorted([*rows, FETCHED])
+    for key, row in rows.items():
+        event = forwarded[key]
+        assert (event["event"], event["distinct_id"], event["properties"]) == (
+            row.event,
+            row.distinct_id,
+            row.properties,
+        )
+    assert forwarded[identify.event_id]["$set"] == {"email": "ada@example.com"}
 
 
 def test_analytics_js_in_chromium_is_stored_with_its_fields(
