@@ -106,6 +106,16 @@ def test_without_an_origin_no_cors_headers(start_gateway: GatewayFactory) -> Non
     assert (response.status_code, cors_headers(response)) == (200, {})
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/readyz", "/healthz", "/schema/openapi.json"])
+def test_the_operator_routes_are_not_for_browsers(start_gateway: GatewayFactory, path: str) -> None:
+    """A page elsewhere cannot read them through the browser of someone who can reach the
+    gateway: no CORS headers, and a preflight is not approved."""
+    gw = start_gateway()
+    answered = httpx.get(gw.url + path, headers={"Origin": SITE})
+    assert (answered.status_code, cors_headers(answered)) == (200, {})
+    assert cors_headers(preflight(gw.url + path, SITE)) == {}
+
+
 def test_only_the_configured_origins(start_gateway: GatewayFactory) -> None:
     gw = start_gateway(cors_origins=f"{SITE}, https://*.example.org")
     assert preflight(gw.url + "/e/", SITE).headers["access-control-allow-origin"] == SITE

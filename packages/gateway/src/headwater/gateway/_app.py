@@ -17,8 +17,9 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get, post, route
 from litestar.config.cors import CORSConfig
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from headwater.sdk import BatchResult
 
@@ -262,9 +263,32 @@ def create_app(
         cors_config=_cors(settings.cors_origin_list),
         debug=False,
     )
+    senders = _SendersOnlyCORS(app)
     if not fast_path:
-        return app
-    return NativeFastPath(app, handlers)
+        return senders
+    return NativeFastPath(senders, handlers)
+
+
+class _SendersOnlyCORS:
+    """Litestar's CORS covers every route, but only the ingestion routes serve browsers.
+    A browser's `Origin` is dropped on the way to the others (`/metrics`, `/readyz`, the
+    OpenAPI document), so they answer without CORS headers: a page elsewhere cannot read
+    them through the browser of someone who can reach the gateway."""
+
+    PATHS = frozenset(
+        path.rstrip("/")
+        for path in ("/v1/events", *POSTHOG_PATHS, *(f"/v1/{kind}" for kind in SEGMENT_KINDS))
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"].rstrip("/") not in self.PATHS:
+            headers = scope["headers"]
+            if any(name == b"origin" for name, _ in headers):
+                scope["headers"] = [(name, value) for name, value in headers if name != b"origin"]
+        await self._app(scope, receive, send)
 
 
 def _cors(origins: list[str]) -> CORSConfig | None:
