@@ -1,21 +1,22 @@
-"""posthog-js and analytics.js, unchanged, in a real Chromium, sending to the gateway
-from another origin.
+"""posthog-js and analytics.js, unchanged, in a real Chromium, set up as README.md shows
+and sending to the gateway from another origin.
 
 The page comes from one loopback server and the gateway listens on another port, so the
 browser applies CORS exactly as it would for a site and its analytics host. posthog-js
 batches, gzips (`compression=gzip-js`, `text/plain`) and posts to `/e/` with `fetch`, or
-with `navigator.sendBeacon` as a page unloads;
-analytics.js posts each call to `/v1/<first letter of its type>`. The events are then
-read back from ClickHouse (posthog-js's also from a PostHog stand-in they are forwarded
-to). Chromium is Debian's (`.ci/run` installs it), the SDKs come
-from npm at the versions `tests/js/package-lock.json` pins (`scripts/test` installs
-them), and Playwright drives the browser.
+with `navigator.sendBeacon` as a page unloads; analytics.js posts each call to
+`/v1/<first letter of its type>`. The events are then read back from ClickHouse, and
+posthog-js's also from a PostHog stand-in they are forwarded to. Chromium is Debian's
+(`.ci/run` installs it), the SDKs come from npm at the versions
+`tests/js/package-lock.json` pins (`scripts/test` installs them), and Playwright drives
+the browser.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import threading
 import time
@@ -42,23 +43,26 @@ PAGE = b"""<!doctype html>
 # The gateway's namespace for ids that are no UUIDs (analytics.js's `ajs-next-…`).
 ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")
 
-# posthog-js as a site would set it up, minus what needs PostHog's own servers (feature
-# flags, remote config, surveys, recordings): those are not the capture API. Headless
-# Chromium says "HeadlessChrome" in its user agent, which posthog-js drops as a bot's.
-INIT = """([apiHost, token]) => {
+README = Path(__file__).parents[2] / "README.md"
+# Not "HeadlessChrome", which posthog-js takes for a bot.
+DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0"
+
+
+def readme_js(api_host: str, write_key: str) -> tuple[str, str]:
+    """README's two browser examples (posthog-js, analytics.js), pointed at `api_host`."""
+    posthog, segment = re.findall(r"```js\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    key = json.dumps(write_key)
+    posthog = posthog.replace("'<write key>'", key)
+    posthog = posthog.replace("'https://events.example.com'", json.dumps(api_host))
+    host = json.dumps(api_host.removeprefix("http://") + "/v1")
+    segment = segment.replace("'<write key>'", key).replace("'events.example.com/v1'", host)
+    return posthog, segment.replace("protocol: 'https'", "protocol: 'http'")
+
+
+# After README's `posthog.init`: what a site's code then does.
+ACT = """() => {
   window.requestErrors = [];
-  posthog.init(token, {
-    api_host: apiHost,
-    persistence: 'memory',
-    autocapture: false,
-    capture_pageview: false,
-    capture_pageleave: false,
-    disable_session_recording: true,
-    disable_surveys: true,
-    advanced_disable_flags: true,
-    advanced_disable_decide: true,
-    disable_external_dependency_loading: true,
-    opt_out_useragent_filter: true,
+  posthog.set_config({
     on_request_error: (response) => window.requestErrors.push(response.statusCode),
   });
   const anonymous = posthog.get_distinct_id();
@@ -86,14 +90,8 @@ FETCH = """async ([apiHost, token, uuid]) => {
 }"""
 
 
-# analytics.js as a site would load it, with the settings Segment's CDN would serve
-# given inline: `Segment.io` sends to the gateway's `/v1` over plain HTTP.
-SEGMENT = """async ([apiHost, writeKey]) => {
-  const host = apiHost.replace('http://', '') + '/v1';
-  const segment = {apiKey: writeKey, apiHost: host, protocol: 'http'};
-  const [analytics] = await AnalyticsNext.AnalyticsBrowser.load({
-    writeKey, cdnSettings: {integrations: {'Segment.io': segment}},
-  });
+# After README's `AnalyticsBrowser.load`: what a site's code then does.
+SEGMENT_ACT = """
   const track = await analytics.track('Clicked', {plan: 'pro'});
   const identify = await analytics.identify('u_9', {email: 'ada@example.com'});
   const page = await analytics.page();
@@ -104,7 +102,7 @@ SEGMENT = """async ([apiHost, writeKey]) => {
     failed: calls.filter((ctx) => ctx.failedDelivery()).length,
     url: location.href,
   };
-}"""
+"""
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -118,7 +116,10 @@ def browser() -> Iterator[Browser]:
     if chromium is None:
         pytest.fail("Chromium is missing: apt-get install chromium (.ci/run does)")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        # Without automation flags (`navigator.webdriver`) and, below, with a desktop user
+        # agent: posthog-js drops what it takes for a bot's events.
+        args = ["--no-sandbox", "--disable-blink-features=AutomationControlled"]
+        launched = playwright.chromium.launch(executable_path=chromium, args=args)
         yield launched
         launched.close()
 
@@ -154,16 +155,18 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
 ) -> None:
     with posthog_standin() as posthog:
         gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
-        page = browser.new_page()
+        setup, _ = readme_js(gw.url, WRITE_KEY)
+        page = browser.new_page(user_agent=DESKTOP)
         try:
             page.goto(site + "/index.html")
-            sent = page.evaluate(INIT, [gw.url, WRITE_KEY])
-            rows = _wait_for_events(gw, 3)  # posthog-js flushes its batch every 3 s
+            page.evaluate(f"() => {{ {setup} }}")
+            sent = page.evaluate(ACT)
+            rows = _wait_for_events(gw, 4)  # posthog-js flushes its batch every 3 s
             fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, FETCHED])
             errors = page.evaluate("window.requestErrors")
         finally:
             page.close()
-        forwarded = {event["uuid"]: event for event in posthog.wait_for(4)}
+        forwarded = {event["uuid"]: event for event in posthog.wait_for(5)}
 
     version = json.loads((POSTHOG_JS / "package.json").read_text())["version"]
     assert sent["version"] == version
@@ -194,12 +197,16 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
         2,
         f"web/{version}",
     )
-    (identify,) = [row for key, row in rows.items() if key not in (sent["uuid"], sent["beacon"])]
-    assert (identify.event, identify.distinct_id, identify.lib) == (
-        "$identify",
-        "u_77",
+    others = {row.event: row for key, row in rows.items() if key not in sent.values()}
+    assert sorted(others) == ["$identify", "$pageview"]  # the page view: from `init`
+    viewed = others["$pageview"]
+    assert (viewed.distinct_id, viewed.properties["$current_url"], viewed.lib) == (
+        sent["anonymous"],
+        sent["url"],
         f"web/{version}",
     )
+    identify = others["$identify"]
+    assert (identify.distinct_id, identify.lib) == ("u_77", f"web/{version}")
     assert identify.properties["$set"] == {"email": "ada@example.com"}
     assert identify.properties["$anon_distinct_id"] == sent["anonymous"]
     # Forwarded to PostHog as posthog-js sent them: same ids, names, users and properties.
@@ -218,10 +225,12 @@ def test_analytics_js_in_chromium_is_stored_with_its_fields(
     start_gateway: GatewayFactory, browser: Browser, site: str
 ) -> None:
     gw = start_gateway()
+    _, setup = readme_js(gw.url, WRITE_KEY)
     page = browser.new_page()
     try:
         page.goto(site + "/index.html")
-        sent = page.evaluate(SEGMENT, [gw.url, WRITE_KEY])
+        imported = "const { AnalyticsBrowser } = AnalyticsNext;"  # what `import` gives a site
+        sent = page.evaluate(f"async () => {{ {imported} {setup}; {SEGMENT_ACT} }}")
     finally:
         page.close()
 
