@@ -15,6 +15,9 @@ One run, in order (about 3 minutes with the defaults):
    best of these whose events were all claimed in Redis is the sustained rate.
 5. **half load**: the same bodies at a fixed arrival rate of half the sustained rate,
    open loop: latency p50/p90/p99/max, measured from each request's scheduled time.
+   Every phase also reports the gateway's own p99 (arrival to answer, the bucket of
+   `headwater_request_duration_seconds` that holds it), without the time a request
+   waited for one of the client's connections.
 6. **single**: 1-event bodies back to back, once per `--single-connections` value.
 7. **empty**: `{"batch": []}` back to back: the HTTP stack's floor, nothing to store.
 8. **duplicates**: 100-event bodies whose ids were all stored in step 4, back to back.
