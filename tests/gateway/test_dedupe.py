@@ -82,6 +82,12 @@ def ticket_key(gw: RunningGateway, ticket: bytes | str) -> str:
     return f"{gw.settings.redis_prefix}:ticket:{name}"
 
 
+def held_elsewhere(gw: RunningGateway, client: redis.Redis, event_id: str, ticket: str) -> None:
+    """Another gateway worker claimed `event_id` under `ticket` and is storing it now."""
+    client.set(seen_key(gw, event_id), ticket, ex=60)
+    client.set(ticket_key(gw, ticket), "p", ex=60)
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
@@ -262,9 +268,8 @@ def test_an_id_another_worker_is_storing_is_waited_for(
     the ticket's outcome."""
     gw = start_gateway()
     stored, released = event(), event()
-    for message, ticket in ((stored, "w2.1"), (released, "w2.2")):
-        redis_client.set(seen_key(gw, message["event_id"]), ticket, ex=60)
-        redis_client.set(ticket_key(gw, ticket), "p", ex=60)
+    held_elsewhere(gw, redis_client, stored["event_id"], "w2.1")
+    held_elsewhere(gw, redis_client, released["event_id"], "w2.2")
     with ThreadPoolExecutor(2) as pool:
         waiting_stored = pool.submit(post, gw, body(stored))
         waiting_released = pool.submit(post, gw, body(released))
@@ -297,8 +302,7 @@ def test_an_id_held_past_the_deadline_is_a_503(
 ) -> None:
     gw = start_gateway(insert_deadline_seconds=0.2)
     held, free = event(), event()
-    redis_client.set(seen_key(gw, held["event_id"]), "w2.1", ex=60)
-    redis_client.set(ticket_key(gw, "w2.1"), "p", ex=60)
+    held_elsewhere(gw, redis_client, held["event_id"], "w2.1")
     response = post(gw, body(free, held))
     assert (response.status_code, response.headers["Retry-After"], response.json()) == (
         503,

@@ -113,7 +113,7 @@ class Ingestor:
             await self._committer.submit(_rows.encode_lines(fresh), len(fresh))
         except BaseException:  # not stored, or not known to be: free the ids for the retry
             if claimed:
-                await self._settle("release", self._dedupe.release(ticket, claimed))
+                await self._settle(self._dedupe.release(ticket, claimed))
             raise
         if claimed:
             # Stored: the answer does not wait for this bookkeeping. Until it lands, a
@@ -126,8 +126,7 @@ class Ingestor:
     def _confirm_queued(self) -> None:
         """One confirm for every request of this loop tick (one task, not one each)."""
         tickets, self._to_confirm = self._to_confirm, []
-        confirm = self._dedupe.confirm(tickets)
-        task = asyncio.get_running_loop().create_task(self._settle("confirm", confirm))
+        task = asyncio.get_running_loop().create_task(self._settle(self._dedupe.confirm(tickets)))
         self._confirming.add(task)
         task.add_done_callback(self._confirming.discard)
 
@@ -168,18 +167,18 @@ class Ingestor:
                 else:
                     waiting.append(key)
             if waiting and loop.time() >= deadline:
-                await self._settle("release", self._dedupe.release(ticket, ours))
+                await self._settle(self._dedupe.release(ticket, ours))
                 raise Unavailable(f"{len(waiting)} events are being stored by another request")
             if waiting:
                 await asyncio.sleep(0.01)
             pending = waiting
         return ours, seen
 
-    async def _settle(self, what: str, action: Awaitable[None]) -> None:
+    async def _settle(self, bookkeeping: Awaitable[None]) -> None:
         try:
-            await action
+            await bookkeeping
         except DedupeUnavailable as exc:  # the pending TTL and the table's dedupe cover it
-            logger.warning("dedupe %s failed: %s", what, exc)
+            logger.warning("dedupe bookkeeping failed: %s", exc)
 
     async def dead_letters(self, rows: list[_ErrorRow]) -> None:
         """Keep refused events in `ingest_errors`; a failure there never fails the request."""

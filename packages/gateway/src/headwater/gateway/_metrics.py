@@ -129,8 +129,9 @@ class Metrics:
                 self.requests.labels(route, str(status)),
                 self.request_seconds.labels(route),
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        count, timing = children
+        count.inc()
+        timing.observe(seconds)
 
     def flushed(self, rows: int, seconds: float) -> None:
         """Record one group-commit insert."""
