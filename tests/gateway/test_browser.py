@@ -59,6 +59,12 @@ def readme_js(api_host: str, write_key: str) -> tuple[str, str]:
     return posthog, segment.replace("protocol: 'https'", "protocol: 'http'")
 
 
+# posthog-js captures the page view a tick after `init`: wait for it, so that it is the
+# anonymous visitor's, before the identify below.
+PAGE_VIEWED = """await new Promise((viewed) => {
+  posthog.on('eventCaptured', (captured) => captured.event === '$pageview' && viewed());
+});"""
+
 # After README's `posthog.init`: what a site's code then does.
 ACT = """() => {
   window.requestErrors = [];
@@ -159,7 +165,7 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
         page = browser.new_page(user_agent=DESKTOP)
         try:
             page.goto(site + "/index.html")
-            page.evaluate(f"() => {{ {setup} }}")
+            page.evaluate(f"async () => {{ {setup}; {PAGE_VIEWED} }}")
             sent = page.evaluate(ACT)
             rows = _wait_for_events(gw, 4)  # posthog-js flushes its batch every 3 s
             fetched = page.evaluate(FETCH, [gw.url, WRITE_KEY, FETCHED])
