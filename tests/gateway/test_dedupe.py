@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ import pytest
 import redis
 
 from headwater.gateway._dedupe import (
+    BUCKETS,
     Claim,
     Coalescer,
     DedupeStore,
@@ -73,8 +75,21 @@ def metric(gw: RunningGateway, name: str) -> float:
     return 0.0
 
 
-def seen_key(gw: RunningGateway, event_id: str) -> str:
-    return f"{gw.settings.redis_prefix}:seen:{PROJECT}:{event_id}"
+def _buckets(gw: RunningGateway, client: redis.Redis) -> tuple[str, int, int]:
+    """(the project's bucket keys' prefix, the bucket width, the current bucket)."""
+    width = math.ceil(gw.settings.dedupe_ttl_seconds / BUCKETS)
+    now, _ = client.time()
+    return f"{gw.settings.redis_prefix}:ids:{PROJECT}:", width, now // width
+
+
+def holder(gw: RunningGateway, client: redis.Redis, event_id: str) -> bytes | None:
+    """What Redis holds for an id: the ticket that claimed it, b"d" (stored), or None."""
+    base, _, bucket = _buckets(gw, client)
+    for key in (base + str(bucket), base + str(bucket - 1)):
+        found = client.hget(key, event_id)
+        if isinstance(found, bytes):
+            return found
+    return None
 
 
 def ticket_key(gw: RunningGateway, ticket: bytes | str) -> str:
@@ -84,8 +99,15 @@ def ticket_key(gw: RunningGateway, ticket: bytes | str) -> str:
 
 def held_elsewhere(gw: RunningGateway, client: redis.Redis, event_id: str, ticket: str) -> None:
     """Another gateway worker claimed `event_id` under `ticket` and is storing it now."""
-    client.set(seen_key(gw, event_id), ticket, ex=60)
+    base, _, bucket = _buckets(gw, client)
+    client.hset(base + str(bucket), event_id, ticket)
     client.set(ticket_key(gw, ticket), "p", ex=60)
+
+
+def claim_dropped(gw: RunningGateway, client: redis.Redis, event_id: str) -> bool:
+    """The id's claim was released: its ticket is gone, so the id is free again."""
+    found = holder(gw, client, event_id)
+    return found is not None and found != b"d" and not client.exists(ticket_key(gw, found))
 
 
 @pytest.fixture
@@ -163,21 +185,36 @@ def test_a_stored_event_is_confirmed_for_the_long_ttl(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
     """The ids of a request hold its ticket, which the confirm marks stored; the id of a
-    one-event request is marked itself, with no ticket key."""
+    one-event request is marked itself, and its ticket key goes."""
     gw = start_gateway(dedupe_pending_seconds=30, dedupe_ttl_seconds=3600)
     pair, alone = [event(), event()], event()
     assert post(gw, body(*pair)).json()["accepted"] == 2
     assert post(gw, body(alone)).json()["accepted"] == 1
-    keys = [seen_key(gw, m["event_id"]) for m in pair]
-    ticket = redis_client.get(keys[0])
+    ticket = holder(gw, redis_client, pair[0]["event_id"])
     assert ticket is not None
     _wait_for(lambda: redis_client.get(ticket_key(gw, ticket)) == b"d")  # after the answers
-    _wait_for(lambda: redis_client.get(seen_key(gw, alone["event_id"])) == b"d")
-    assert [redis_client.get(key) for key in keys] == [ticket, ticket]
-    for key in [*keys, ticket_key(gw, ticket), seen_key(gw, alone["event_id"])]:
-        assert 30 < redis_client.ttl(key) <= 3600
+    _wait_for(lambda: holder(gw, redis_client, alone["event_id"]) == b"d")
+    assert holder(gw, redis_client, pair[1]["event_id"]) == ticket
+    base, width, bucket = _buckets(gw, redis_client)
+    assert width == 900  # a quarter of the TTL
+    # the ticket lives as long as its ids' bucket may: up to TTL + a width after the claim
+    assert 3600 < redis_client.ttl(ticket_key(gw, ticket)) <= 6 * 900
+    assert 6 * 900 < redis_client.ttl(base + str(bucket)) <= 7 * 900  # unlinked before
     tickets = redis_client.keys(f"{gw.settings.redis_prefix}:ticket:*")
     assert tickets == [ticket_key(gw, ticket).encode()]
+
+
+def test_a_bucket_past_the_window_is_unlinked(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    """Ids are kept for the TTL to the TTL and a width: a claim drops the buckets before."""
+    gw = start_gateway()
+    base, _, bucket = _buckets(gw, redis_client)
+    old, older, kept = (base + str(bucket - n) for n in (BUCKETS + 1, BUCKETS + 2, BUCKETS))
+    for key in (old, older, kept):
+        redis_client.hset(key, "an-id", "d")
+    assert post(gw, body(event())).json()["accepted"] == 1
+    assert [redis_client.exists(key) for key in (old, older, kept)] == [0, 0, 1]
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -198,7 +235,7 @@ def test_a_failed_insert_releases_its_claims_so_the_retry_is_stored(
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "2"
     assert refused.json()["error"].startswith("insert into events failed: ")
-    assert [redis_client.exists(seen_key(gw, m["event_id"])) for m in messages] == [0, 0]
+    assert [claim_dropped(gw, redis_client, m["event_id"]) for m in messages] == [True, True]
 
     retry = post(gw, content)
     again = post(gw, content)
@@ -222,7 +259,7 @@ def test_a_batch_the_queue_cannot_take_releases_its_claims(
         "1",
         {"error": "2 rows already wait for ClickHouse"},
     )
-    assert redis_client.exists(seen_key(gw, refused_batch[0]["event_id"])) == 0
+    assert claim_dropped(gw, redis_client, refused_batch[0]["event_id"])
     first.join()
     # the client's retry is stored, not dropped as a duplicate
     assert post(gw, body(*refused_batch)).json()["accepted"] == 1
@@ -284,19 +321,6 @@ def test_an_id_another_worker_is_storing_is_waited_for(
     assert physical_rows(gw) == [(PROJECT, released["event_id"], "{}")]
 
 
-def test_ids_marked_by_a_gateway_before_tickets_keep_their_meaning(
-    start_gateway: GatewayFactory, redis_client: redis.Redis
-) -> None:
-    """Before tickets, an id's own value said it: 'p' pending, 'd' stored."""
-    gw = start_gateway(insert_deadline_seconds=0.2)
-    stored, pending = event(), event()
-    redis_client.set(seen_key(gw, stored["event_id"]), "d", ex=60)
-    redis_client.set(seen_key(gw, pending["event_id"]), "p", ex=60)
-    assert post(gw, body(stored)).json() == {"accepted": 0, "duplicates": 1, "rejected": []}
-    assert post(gw, body(pending)).status_code == 503
-    assert physical_rows(gw) == []
-
-
 def test_an_id_held_past_the_deadline_is_a_503(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
@@ -311,7 +335,7 @@ def test_an_id_held_past_the_deadline_is_a_503(
     )
     # nothing acknowledged, nothing stored, and the id this request had claimed is free
     assert physical_rows(gw) == []
-    assert redis_client.exists(seen_key(gw, free["event_id"])) == 0
+    assert claim_dropped(gw, redis_client, free["event_id"])
 
 
 def test_without_redis_events_are_accepted_and_the_table_collapses_copies(

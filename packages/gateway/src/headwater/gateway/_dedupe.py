@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -139,90 +140,162 @@ class MemoryDedupeStore:
         self._pending.clear()
 
 
-# Each script takes ARGV = (TTL, pending TTL, key prefix, lines): one line per caller,
-# `<ticket> <key> <key> ...` (a confirm's line is its tickets alone). Claims answer one
-# byte per key. The lines travel as one argument, not as KEYS: redis-py packs each
-# argument in Python (~2 µs each), which for a coalesced call of thousands of ids cost
-# more than the rest of a request. The script builds each key, so the store needs a
-# standalone Redis (or one shard); keys and project names hold no whitespace (`Settings`).
+# Redis keeps the ids a project's gateways claimed in hashes, one per time bucket:
+# `<prefix>:ids:<project>:<bucket>` maps an event id to the ticket that claimed it, and
+# `<prefix>:ticket:<ticket>` is 'p' while that request inserts, 'd' once its events are
+# stored. A claim reads the current bucket and the `depth` before it (`HMGET`, every id of
+# the call at once) and writes its new ids into the current one (one `HSET`): per id, a
+# hash field read and written, not a key with an expiry of its own, which cost Redis about
+# four times the CPU. A bucket spans `width` = TTL/`depth` seconds and is unlinked (freed
+# in the background, however big) once it falls out of the window, so an id is
+# remembered for between TTL and TTL + `width`; each bucket also expires on its own, in
+# case no gateway claims anything for that long.
 #
-# An id's value is the ticket that claimed it, and `<prefix>ticket:<ticket>` is 'p' while
-# that request inserts, 'd' once it stored its events. A request of one id needs no
-# ticket key: its ticket is `=<key>`, and the id itself holds 'p' (with the pending TTL)
-# and then 'd', as every id did before tickets.
-_CLAIM = """
-local ttl, pending, prefix = ARGV[1], ARGV[2], ARGV[3]
-local out, n = {}, 0
-for line in string.gmatch(ARGV[4], '[^\\n]+') do
-  local ticket, mark, life
+# A request of one id marks its id 'd' itself at the confirm and drops its ticket key, so
+# single-event traffic keeps one hash field per event. Its ticket names the id:
+# `<unique>=<project>:<id>`.
+#
+# Each script takes ARGV = (pending TTL, key prefix, bucket width, depth, lines): one line
+# per caller, `<ticket> \x01<project> <id> <id> ...` (a confirm's or a release's line is
+# its tickets alone). Claims answer one byte per id. The lines travel as one argument, not
+# as KEYS: redis-py packs each argument in Python (~2 µs each), which for a coalesced call
+# of thousands of ids cost more than the rest of a request. The script builds each key,
+# so the store needs a standalone Redis (or one shard); keys and project names hold no
+# whitespace (`Settings`).
+_WINDOW = """
+local pending, prefix, width, depth = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local bucket = math.floor(tonumber(redis.call('TIME')[1]) / width)
+local CHUNK = 4000  -- arguments per call: Lua's unpack() stops at about 8,000
+"""
+
+_CLAIM = (
+    _WINDOW
+    + """
+local groups, names, out, n = {}, {}, {}, 0
+for line in string.gmatch(ARGV[5], '[^\\n]+') do
+  local ticket, group
   for word in string.gmatch(line, '%S+') do
     if not ticket then
-      ticket, mark, life = word, word, ttl
-      if string.sub(ticket, 1, 1) == '=' then
-        mark, life = 'p', pending
-      else
-        redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
+      ticket = word
+      redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
+    elseif string.byte(word) == 1 then
+      local name = string.sub(word, 2)
+      group = groups[name]
+      if not group then
+        group = {ids = {}, at = {}, tickets = {}}
+        groups[name], names[#names + 1] = group, name
       end
     else
       n = n + 1
-      local key = prefix .. 'seen:' .. word
-      out[n] = '1'
-      if not redis.call('SET', key, mark, 'NX', 'EX', life) then
-        local holder = redis.call('GET', key)
-        local state = holder
-        if holder == ticket then  -- ours already
-          state = nil
-        elseif holder and holder ~= 'p' and holder ~= 'd' then
-          state = redis.call('GET', prefix .. 'ticket:' .. holder)
-        end
-        if state == 'd' then
-          out[n] = '0'
-        elseif state == 'p' then
-          out[n] = '2'
-        else  -- released, or its claimer died: ours now
-          redis.call('SET', key, mark, 'EX', life)
-        end
-      end
+      local size = #group.ids + 1
+      group.ids[size], group.at[size], group.tickets[size] = word, n, ticket
     end
   end
+end
+for _, name in ipairs(names) do
+  local group = groups[name]
+  local ids, count = group.ids, #group.ids
+  local base = prefix .. 'ids:' .. name .. ':'
+  -- who holds each id: the newest bucket that has it says
+  local holders, wanted = {}, {}
+  for i = 1, count do wanted[i] = i end
+  for back = 0, depth do
+    if #wanted == 0 then break end
+    local key, missing = base .. (bucket - back), {}
+    for first = 1, #wanted, CHUNK do
+      local last, asked = math.min(first + CHUNK - 1, #wanted), {}
+      for j = first, last do asked[#asked + 1] = ids[wanted[j]] end
+      local found = redis.call('HMGET', key, unpack(asked))
+      for j = first, last do
+        local holder = found[j - first + 1]
+        if holder then holders[wanted[j]] = holder else missing[#missing + 1] = wanted[j] end
+      end
+    end
+    wanted = missing
+  end
+  -- what became of the holders' requests
+  local states, tickets = {}, {}
+  for i = 1, count do
+    local holder = holders[i]
+    if holder and holder ~= 'd' and not states[holder] then
+      states[holder] = false
+      tickets[#tickets + 1] = holder
+    end
+  end
+  for first = 1, #tickets, CHUNK do
+    local last, keys = math.min(first + CHUNK - 1, #tickets), {}
+    for j = first, last do keys[#keys + 1] = prefix .. 'ticket:' .. tickets[j] end
+    local found = redis.call('MGET', unpack(keys))
+    for j = first, last do states[tickets[j]] = found[j - first + 1] end
+  end
+  local claimed, fields = {}, {}  -- claimed: id → ticket, in this call
+  for i = 1, count do
+    local id, ticket = ids[i], group.tickets[i]
+    local answer, holder = '1', claimed[id]
+    if holder then
+      if holder ~= ticket then answer = '2' end  -- another request of this call has it
+    else
+      holder = holders[i]
+      if holder and holder ~= ticket then
+        local state = holder == 'd' and 'd' or states[holder]
+        if state == 'd' then
+          answer = '0'
+        elseif state == 'p' then
+          answer = '2'
+        else  -- released, or its claimer died: ours now
+          holder = nil
+        end
+      end
+      if not holder then
+        fields[#fields + 1], fields[#fields + 2] = id, ticket
+      end
+      if answer == '1' then claimed[id] = ticket end
+    end
+    out[group.at[i]] = answer
+  end
+  local key = base .. bucket
+  for first = 1, #fields, CHUNK do
+    redis.call('HSET', key, unpack(fields, first, math.min(first + CHUNK - 1, #fields)))
+  end
+  if #fields > 0 then redis.call('EXPIRE', key, (depth + 3) * width) end
+  redis.call('UNLINK', base .. (bucket - depth - 1), base .. (bucket - depth - 2))
 end
 return table.concat(out)
 """
+)
 
-_CONFIRM = """
-local ttl, prefix = ARGV[1], ARGV[3]
-for ticket in string.gmatch(ARGV[4], '%S+') do
-  if string.sub(ticket, 1, 1) == '=' then
-    redis.call('SET', prefix .. 'seen:' .. string.sub(ticket, 2), 'd', 'EX', ttl)
-  else
-    redis.call('SET', prefix .. 'ticket:' .. ticket, 'd', 'EX', ttl)
+_CONFIRM = (
+    _WINDOW
+    + """
+for ticket in string.gmatch(ARGV[5], '%S+') do
+  local name, id = string.match(ticket, '^[^=]*=(.*):([^:]*)$')
+  if name then  -- one id: marked stored itself
+    local base = prefix .. 'ids:' .. name .. ':'
+    for back = 0, depth do
+      local key = base .. (bucket - back)
+      if redis.call('HGET', key, id) == ticket then
+        redis.call('HSET', key, id, 'd')
+        break
+      end
+    end
+    redis.call('DEL', prefix .. 'ticket:' .. ticket)
+  else  -- its ids outlive their bucket by at most a width
+    redis.call('SET', prefix .. 'ticket:' .. ticket, 'd', 'EX', (depth + 2) * width)
   end
 end
 return ''
 """
+)
 
 _RELEASE = """
-local prefix = ARGV[3]
-for line in string.gmatch(ARGV[4], '[^\\n]+') do
-  local ticket, mark
-  for word in string.gmatch(line, '%S+') do
-    if not ticket then
-      ticket, mark = word, word
-      if string.sub(ticket, 1, 1) == '=' then
-        mark = 'p'
-      else
-        local held = prefix .. 'ticket:' .. ticket
-        if redis.call('GET', held) == 'd' then break end  -- stored: nothing to release
-        redis.call('DEL', held)
-      end
-    else
-      local key = prefix .. 'seen:' .. word
-      if redis.call('GET', key) == mark then redis.call('DEL', key) end
-    end
-  end
+for ticket in string.gmatch(ARGV[5], '%S+') do
+  local held = ARGV[2] .. 'ticket:' .. ticket
+  if redis.call('GET', held) ~= 'd' then redis.call('DEL', held) end
 end
 return ''
 """
+
+BUCKETS = 4  # time buckets per TTL: an id is kept for the TTL to 5/4 of it
 
 _CLAIMS = {ord(str(int(claim))): claim for claim in Claim}
 
@@ -295,9 +368,9 @@ class _Call(NamedTuple):
 
 
 class RedisDedupeStore:
-    """Ids in Redis as `<prefix>:seen:<project>:<event_id>`, each holding the ticket that
+    """Ids in Redis in hashes per project and time bucket, each id holding the ticket that
     claimed it; tickets as `<prefix>:ticket:<ticket>`, 'p' while pending, 'd' once stored.
-    The id of a one-event request holds 'p' or 'd' itself.
+    The id of a one-event request is marked 'd' itself (see the scripts above).
 
     Claims, confirms and releases of concurrent requests are coalesced per loop tick.
     """
@@ -309,7 +382,8 @@ class RedisDedupeStore:
             url, max_connections=32, timeout=2, socket_timeout=2, socket_connect_timeout=2
         )
         self._redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        self._args: list[int | str] = [ttl, pending_ttl, f"{prefix}:"]
+        width = max(1, math.ceil(ttl / BUCKETS))
+        self._args: list[int | str] = [pending_ttl, f"{prefix}:", width, BUCKETS]
         self._tickets = _Tickets()
         self._calls = {
             name: Coalescer(partial(self._script, name, self._redis.register_script(script)))
@@ -317,9 +391,9 @@ class RedisDedupeStore:
         }
 
     def ticket(self, keys: Sequence[str]) -> str:
-        # One id, the most common request of all: the id itself carries the state, and
-        # Redis keeps one key per event rather than two.
-        return "=" + keys[0] if len(keys) == 1 else self._tickets()
+        # One id, the most common request of all: the ticket names it, so that the confirm
+        # can mark the id itself and Redis keeps one entry per event rather than two.
+        return f"{self._tickets()}={keys[0]}" if len(keys) == 1 else self._tickets()
 
     async def _script(self, name: str, script: AsyncScript, lines: list[str]) -> bytes:
         try:
@@ -331,7 +405,15 @@ class RedisDedupeStore:
     async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
         if not keys:
             return []
-        found = await self._calls["claim"]([ticket, *keys], len(keys))
+        words = [ticket]
+        project = None
+        for key in keys:
+            name, _, event_id = key.rpartition(":")
+            if name != project:
+                words.append("\x01" + name)
+                project = name
+            words.append(event_id)
+        found = await self._calls["claim"](words, len(keys))
         return [_CLAIMS[status] for status in found]
 
     async def confirm(self, tickets: Sequence[str]) -> None:
@@ -339,7 +421,7 @@ class RedisDedupeStore:
             await self._calls["confirm"](tickets)
 
     async def release(self, ticket: str, keys: Sequence[str]) -> None:
-        await self._calls["release"]([ticket, *keys])
+        await self._calls["release"]([ticket])
 
     async def ping(self) -> bool:
         try:

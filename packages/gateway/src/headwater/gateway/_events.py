@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,22 @@ _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")  # Headwater's UUIDv5 namespace
 
 
+class RawBatch:
+    """A batch body whose events' own encoded forms are cut out of it only when one is
+    asked for (a derived id, a size check, a dead letter): most requests never ask."""
+
+    def __init__(self, body: bytes, cut: Callable[[bytes], list[bytes]]) -> None:
+        self.size = len(body)
+        self._body = body
+        self._cut = cut
+        self._events: list[bytes] | None = None
+
+    def event(self, index: int) -> bytes:
+        if self._events is None:
+            self._events = self._cut(self._body)
+        return self._events[index]
+
+
 class Incoming(msgspec.Struct, kw_only=True):
     """An event as a sender described it, before any check."""
 
@@ -29,6 +46,19 @@ class Incoming(msgspec.Struct, kw_only=True):
     event_id: Any = None
     timestamp: Any = None
     raw: bytes = b""  # its encoded form: size limit, deterministic id, dead letters
+    batch: RawBatch | None = None  # or the body that holds it, at `index`
+    index: int = 0
+
+    def text(self) -> bytes:
+        """The event as its sender encoded it (as JSON)."""
+        return self.raw if self.batch is None else self.batch.event(self.index)
+
+    def size_over(self, limit: int) -> int | None:
+        """The event's encoded size when it is over `limit`."""
+        if self.batch is not None and self.batch.size <= limit:
+            return None  # the whole body is within it
+        size = len(self.text())
+        return size if size > limit else None
 
 
 class EventRow(msgspec.Struct, array_like=True, kw_only=True, gc=False):
@@ -107,8 +137,9 @@ def _envelope_problem(incoming: Incoming, ctx: Context) -> str | None:
             return f"{field} contains a NUL character"
     if not isinstance(incoming.properties, dict):
         return "properties must be a JSON object"
-    if len(incoming.raw) > ctx.max_event_bytes:
-        return f"event is {len(incoming.raw)} bytes, over the limit of {ctx.max_event_bytes}"
+    size = incoming.size_over(ctx.max_event_bytes)
+    if size is not None:
+        return f"event is {size} bytes, over the limit of {ctx.max_event_bytes}"
     return None
 
 
@@ -121,7 +152,7 @@ def _event_id(incoming: Incoming) -> str | None:
     value = incoming.event_id
     if value is None or value == "":
         # No id from the sender: derive one from the content, so a retried body dedupes.
-        return str(uuid.uuid5(_ID_NAMESPACE, incoming.raw.decode("utf-8", "replace")))
+        return str(uuid.uuid5(_ID_NAMESPACE, incoming.text().decode("utf-8", "replace")))
     if not isinstance(value, str):
         return None
     if _CANONICAL.fullmatch(value):  # what the SDKs send: already the dedupe key's spelling

@@ -83,7 +83,8 @@ class Ingestor:
                 continue
             event_id = item.event_id if isinstance(item.event_id, str) and item.event_id else None
             rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
-            dead.append(_dead_letter(ctx, index, outcome, item.raw))
+            raw = item.raw if isinstance(item, Invalid) else item.text()
+            dead.append(_dead_letter(ctx, index, outcome, raw))
         fresh, duplicates = await self._store(rows)
         if dead and keep_rejected:
             await self.dead_letters(dead)

@@ -9,7 +9,7 @@ import msgspec
 from headwater.sdk import AnyMessage, Batch
 
 from ._errors import BadPayload, UnsupportedMediaType
-from ._events import Incoming, Invalid, parse_sent_at
+from ._events import Incoming, Invalid, RawBatch, parse_sent_at
 
 
 class _Envelope(msgspec.Struct):
@@ -60,23 +60,38 @@ def body_format(content_type: str | None) -> str:
 
 def parse_native(body: bytes, fmt: str) -> tuple[list[Incoming | Invalid], Any, str]:
     """(events, sent_at, lib) of a native body; a body that is not a batch is a 400."""
-    envelope_decoder = _decoders[fmt][0]
+    try:  # the whole batch at once, in C; a message that fails it is found one by one
+        typed: Batch = _batches[fmt].decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        envelope = _envelope(body, fmt)
+        items = [_message(bytes(raw), fmt) for raw in envelope.batch]
+        return items, parse_sent_at(envelope.sent_at), envelope.lib
+    if fmt == "json":  # each event's text is cut out of the body only if it is needed
+        source = RawBatch(body, _json_events)
+        items = [
+            _incoming(message, b"", source, index) for index, message in enumerate(typed.batch)
+        ]
+    else:  # MessagePack: what is kept of an event is its JSON
+        raws = _envelope(body, fmt).batch
+        items = [
+            _incoming(message, _as_json(raw), None, 0)
+            for message, raw in zip(typed.batch, raws, strict=True)
+        ]
+    return items, parse_sent_at(typed.sent_at), typed.lib
+
+
+def _envelope(body: bytes, fmt: str) -> _Envelope:
     try:
-        envelope: _Envelope = envelope_decoder.decode(body)
+        envelope: _Envelope = _decoders[fmt][0].decode(body)
     except msgspec.DecodeError as exc:
         raise BadPayload(f"body is not a {fmt} batch: {exc}") from exc
     except RecursionError as exc:
         raise BadPayload(f"body is not a {fmt} batch: it is nested too deeply") from exc
-    try:  # the whole batch at once, in C; a message that fails it is found one by one
-        typed: Batch = _batches[fmt].decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        items = [_message(bytes(raw), fmt) for raw in envelope.batch]
-    else:
-        items = [
-            _incoming(message, bytes(raw) if fmt == "json" else _as_json(raw))
-            for message, raw in zip(typed.batch, envelope.batch, strict=True)
-        ]
-    return items, parse_sent_at(envelope.sent_at), envelope.lib
+    return envelope
+
+
+def _json_events(body: bytes) -> list[bytes]:
+    return [bytes(raw) for raw in _decoders["json"][0].decode(body).batch]
 
 
 def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
@@ -87,10 +102,10 @@ def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "event is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
-    return _incoming(message, text)
+    return _incoming(message, text, None, 0)
 
 
-def _incoming(message: AnyMessage, text: bytes) -> Incoming:
+def _incoming(message: AnyMessage, text: bytes, batch: RawBatch | None, index: int) -> Incoming:
     return Incoming(
         event=message.event,
         distinct_id=message.distinct_id,
@@ -98,6 +113,8 @@ def _incoming(message: AnyMessage, text: bytes) -> Incoming:
         event_id=message.event_id,
         timestamp=message.timestamp,
         raw=text,
+        batch=batch,
+        index=index,
     )
 
 

@@ -14,6 +14,19 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ._errors import ConfigError, WarehouseUnavailable
 
+# Embedded, an insert shares two cores with the gateway's event loop, Redis and chDB's
+# merges: these settings cut chDB's CPU per inserted row by 15-20% (benchmarks/
+# BENCHMARKS.md). The blocks are a few thousand rows, too small for parallel parsing's
+# threads to pay for their hand-offs, and their rows are distinct already (the gateway
+# deduplicates ids before it inserts), so a ReplacingMergeTree need not collapse each block
+# on the way in: merges still do, as ever.
+EMBEDDED_INSERT_SETTINGS: dict[str, Any] = {
+    "input_format_parallel_parsing": 0,
+    "optimize_on_insert": 0,
+    "max_insert_threads": 1,
+    "max_threads": 1,
+}
+
 
 class ClickHouse:
     """A clickhouse-connect client; chDB is not re-entrant, so calls take a lock."""
@@ -85,6 +98,8 @@ class ClickHouse:
         }
         if token is not None:
             settings["insert_deduplication_token"] = token
+        if self.embedded:
+            settings.update(EMBEDDED_INSERT_SETTINGS)
         with self._lock:
             self._client.raw_insert(
                 f"{self.database}.{table}",
