@@ -154,6 +154,44 @@ def _given_id(message: Any) -> dict[str, str]:
     return {"event_id": given} if isinstance(given, str) else {}
 
 
+def test_a_batch_that_decodes_whole_keeps_each_refused_event_as_sent(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Every message has the wire format's shape, so the body decodes in one piece; the
+    checks refuse some, and each is still kept as its sender wrote it (the body's own
+    bytes, spacing and key order included), a too-large one is measured, and an id is
+    derived from the text of its event alone."""
+    gw = start_gateway(max_event_bytes=1000)
+    no_id = event(properties={"run": str(uuid.uuid4())})
+    del no_id["event_id"]
+    refused = [
+        (event(event=""), "event is required and must be a non-empty string"),
+        (event(distinct_id="u\x00v"), "distinct_id contains a NUL character"),
+        (event(event_id="not-a-uuid"), "event_id 'not-a-uuid' is not a UUID"),
+        (event(properties={"blob": "x" * 1000}), "event is {size} bytes, over the limit of 1000"),
+    ]
+    good = event()
+    items = [json.dumps(m, indent=1).encode() for m in [good, no_id, *(m for m, _ in refused)]]
+    response = post(gw, batch_body(items))
+    assert response.json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "rejected": [
+            {
+                "index": index,
+                "reason": reason.replace("{size}", str(len(items[index]))),
+                "event_id": m["event_id"],
+            }
+            for index, (m, reason) in enumerate(refused, start=2)
+        ],
+    }
+    derived = str(uuid.uuid5(ID_NAMESPACE, items[1].decode()))
+    assert stored_ids(gw) == sorted([good["event_id"], derived])
+    assert [(index, payload) for index, _, payload, _, _ in dead_letters(gw)] == [
+        (index, items[index].decode()) for index in range(2, 6)
+    ]
+
+
 def test_a_valid_batch_with_nothing_refused_writes_no_dead_letter(
     start_gateway: GatewayFactory,
 ) -> None:
