@@ -173,6 +173,7 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
         finally:
             page.close()
         forwarded = {event["uuid"]: event for event in posthog.wait_for(5)}
+        stored_now = stored(gw)
 
     version = json.loads((POSTHOG_JS / "package.json").read_text())["version"]
     assert sent["version"] == version
@@ -216,9 +217,11 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     assert identify.properties["$set"] == {"email": "ada@example.com"}
     assert identify.properties["$anon_distinct_id"] == sent["anonymous"]
     # Forwarded to PostHog as posthog-js sent them: same ids, names, users and properties.
-    assert sorted(forwarded) == sorted([*rows, FETCHED])
-    for key, row in rows.items():
-        event = forwarded[key]
+    # (Once in a while posthog-js sends one more event of its own after the four above;
+    # it is stored, then forwarded, as any other.)
+    assert {*rows, FETCHED} <= set(forwarded) <= set(stored_now)
+    for key, event in forwarded.items():
+        row = stored_now[key]
         assert (event["event"], event["distinct_id"], event["properties"]) == (
             row.event,
             row.distinct_id,

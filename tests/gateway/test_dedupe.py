@@ -196,10 +196,10 @@ def test_a_stored_event_is_confirmed_for_the_long_ttl(
     _wait_for(lambda: holder(gw, redis_client, alone["event_id"]) == b"d")
     assert holder(gw, redis_client, pair[1]["event_id"]) == ticket
     base, width, bucket = _buckets(gw, redis_client)
-    assert width == 900  # a quarter of the TTL
+    assert width == 1800  # half the TTL
     # the ticket lives as long as its ids' bucket may: up to TTL + a width after the claim
-    assert 3600 < redis_client.ttl(ticket_key(gw, ticket)) <= 6 * 900
-    assert 6 * 900 < redis_client.ttl(base + str(bucket)) <= 7 * 900  # unlinked before
+    assert 3600 < redis_client.ttl(ticket_key(gw, ticket)) <= 4 * 1800
+    assert 4 * 1800 < redis_client.ttl(base + str(bucket)) <= 5 * 1800  # unlinked before
     tickets = redis_client.keys(f"{gw.settings.redis_prefix}:ticket:*")
     assert tickets == [ticket_key(gw, ticket).encode()]
 

@@ -144,12 +144,14 @@ class MemoryDedupeStore:
 # `<prefix>:ids:<project>:<bucket>` maps an event id to the ticket that claimed it, and
 # `<prefix>:ticket:<ticket>` is 'p' while that request inserts, 'd' once its events are
 # stored. A claim reads the current bucket and the `depth` before it (`HMGET`, every id of
-# the call at once) and writes its new ids into the current one (one `HSET`): per id, a
-# hash field read and written, not a key with an expiry of its own, which cost Redis about
-# four times the CPU. A bucket spans `width` = TTL/`depth` seconds and is unlinked (freed
-# in the background, however big) once it falls out of the window, so an id is
-# remembered for between TTL and TTL + `width`; each bucket also expires on its own, in
-# case no gateway claims anything for that long.
+# the call at once) and writes its new ids into the current one (one `HSET`). A bucket
+# spans `width` = TTL/`depth` seconds and is unlinked (freed in the background, however
+# big) once it falls out of the window, so an id is remembered for between TTL and
+# TTL + `width`; each bucket also expires on its own, in case no gateway claims anything
+# for that long. Against a key with an expiry per id, in the steady state (every bucket
+# full, ids expiring as they come), this takes half the memory per id and 20-38% less
+# Redis CPU; each bucket read costs a lookup per id, hence two buckets per TTL, not more
+# (`benchmarks/dedupe_redis.py`, BENCHMARKS.md gateway section 1).
 #
 # A request of one id marks its id 'd' itself at the confirm and drops its ticket key, so
 # single-event traffic keeps one hash field per event. Its ticket names the id:
@@ -295,7 +297,7 @@ end
 return ''
 """
 
-BUCKETS = 4  # time buckets per TTL: an id is kept for the TTL to 5/4 of it
+BUCKETS = 2  # time buckets per TTL: an id is kept for the TTL to 3/2 of it
 
 _CLAIMS = {ord(str(int(claim))): claim for claim in Claim}
 
