@@ -12,11 +12,17 @@ from typing import Any
 
 
 class PostHogStandIn:
-    """Records what arrives at `/batch/`; `status` is what it answers (200 by default)."""
+    """Records what arrives at `/batch/`; `status` is what it answers (200 by default).
+
+    Feature flag requests (`/flags`, `/decide`) are recorded as (path with query, body)
+    in `flag_requests` and answered with `flags`.
+    """
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
+        self.flags: dict[str, Any] = {"flags": {}, "errorsWhileComputingFlags": False}
+        self.flag_requests: list[tuple[str, dict[str, Any]]] = []
         self.arrived = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -47,11 +53,15 @@ class PostHogStandIn:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                reply = b'{"status": 1}' if standin.status == 200 else b'{"error": "down"}'
                 if standin.status == 200 and self.path == "/batch/":
                     with standin.arrived:
                         standin.bodies.append(json.loads(body))
                         standin.arrived.notify_all()
-                reply = b'{"status": 1}' if standin.status == 200 else b'{"error": "down"}'
+                if self.path.startswith(("/flags", "/decide")):
+                    standin.flag_requests.append((self.path, json.loads(body)))
+                    if standin.status == 200:
+                        reply = json.dumps(standin.flags).encode()
                 self.send_response(standin.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))

@@ -174,6 +174,7 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
             page.close()
         forwarded = {event["uuid"]: event for event in posthog.wait_for(5)}
         stored_now = stored(gw)
+        flag_requests = list(posthog.flag_requests)
 
     version = json.loads((POSTHOG_JS / "package.json").read_text())["version"]
     assert sent["version"] == version
@@ -228,6 +229,10 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
             row.properties,
         )
     assert forwarded[identify.event_id]["$set"] == {"email": "ada@example.com"}
+    # posthog-js asked for its flags at the gateway, which asked PostHog, under its key
+    path, asked = flag_requests[0]
+    assert path.startswith("/flags")
+    assert (asked["token"], asked["distinct_id"]) == ("phc_test", sent["anonymous"])
 
 
 def test_analytics_js_in_chromium_is_stored_with_its_fields(

@@ -454,8 +454,9 @@ def test_the_openapi_operations_never_answer_a_server_error(
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()  # the document is valid OpenAPI
         operations.append(result.ok())
-    # native, PostHog (5 paths, GET and POST), Segment (7, and analytics.js's 7 short), probes
-    assert len(operations) == 1 + 5 * 2 + 7 * 2 + 3
+    # native, PostHog capture (5 paths) and flags (2), GET and POST each, Segment (7, and
+    # analytics.js's 7 short), probes
+    assert len(operations) == 1 + 5 * 2 + 2 * 2 + 7 * 2 + 3
     for operation in operations:
 
         @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))

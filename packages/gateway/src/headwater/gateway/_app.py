@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, get, post, route
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
@@ -27,6 +28,7 @@ from ._body import decode_content, read_body
 from ._errors import BadPayload, RequestError, Unauthorized, Unavailable
 from ._events import Context, Incoming, Invalid, now
 from ._fast import NativeFastPath
+from ._flags import FLAGS_PATHS, NO_FLAGS, parse_flags
 from ._gateway import Gateway
 from ._logging import request_id_middleware
 from ._native import body_format, parse_native
@@ -44,6 +46,7 @@ SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page"
 # analytics.js (analytics-next) posts to the first letter of a message's type, and its
 # batching mode to `/b`: the same API under short names.
 SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
+_NO_FLAGS = msgspec.json.encode(NO_FLAGS)
 
 
 class Handlers:
@@ -117,15 +120,18 @@ class Handlers:
             project=project, source="native", lib=lib or "native", sent_at=sent_at, items=items
         )
 
-    async def posthog(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        limit = self.settings.max_batch_body_bytes
+    async def _posthog_text(self, request: Request[Any, Any, Any], *, limit: int) -> bytes:
+        """The JSON text a PostHog SDK sent, however it wrapped it (form, base64, gzip)."""
         body = await self._body(request, limit=limit) if request.method == "POST" else b""
-        text = unwrap(
+        return unwrap(
             body,
             query=dict(request.query_params),
             content_type=request.headers.get("content-type", ""),
             limit=limit,
         )
+
+    async def posthog(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        text = await self._posthog_text(request, limit=self.settings.max_batch_body_bytes)
         parsed = parse_posthog(text)
         project = self._project(parsed.api_key)
         result = await self._ingest(
@@ -172,6 +178,18 @@ class Handlers:
             "duplicates": result.duplicates,
             "rejected": result.rejected,
         }
+
+    async def flags(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """PostHog's feature flags for the request's user: PostHog's answer, or none."""
+        text = await self._posthog_text(request, limit=self.settings.max_single_body_bytes)
+        asked = parse_flags(text)
+        self._project(asked.key)
+        proxy = self.gateway.flags
+        if proxy is None:
+            return Response(_NO_FLAGS, status_code=200, media_type="application/json")
+        path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        status, answer = await proxy.ask(path, request.url.query, asked)
+        return Response(answer, status_code=status, media_type="application/json")
 
     def count_response(self, route: str, status: int, seconds: float) -> None:
         self.gateway.metrics.answered(route, status, seconds)
@@ -231,6 +249,12 @@ def create_app(
     async def posthog_capture(request: Request[Any, Any, Any]) -> dict[str, Any]:
         return await handlers.posthog(request)
 
+    @route(
+        FLAGS_PATHS, http_method=["GET", "POST"], status_code=200, summary="PostHog feature flags"
+    )
+    async def posthog_flags(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await handlers.flags(request)
+
     @post(
         [f"/v1/{kind}" for kind in SEGMENT_KINDS], status_code=200, summary="Segment tracking API"
     )
@@ -253,7 +277,15 @@ def create_app(
         return gateway.metrics.render()
 
     app = Litestar(
-        route_handlers=[native_events, posthog_capture, segment_track, healthz, readyz, metrics],
+        route_handlers=[
+            native_events,
+            posthog_capture,
+            posthog_flags,
+            segment_track,
+            healthz,
+            readyz,
+            metrics,
+        ],
         middleware=[partial(request_id_middleware, on_response=handlers.count_response)],
         lifespan=[partial(_lifespan, gateway, freeze_heap)],
         exception_handlers={RequestError: _request_error, Unavailable: handlers.unavailable},
@@ -277,7 +309,12 @@ class _SendersOnlyCORS:
 
     PATHS = frozenset(
         path.rstrip("/")
-        for path in ("/v1/events", *POSTHOG_PATHS, *(f"/v1/{kind}" for kind in SEGMENT_KINDS))
+        for path in (
+            "/v1/events",
+            *POSTHOG_PATHS,
+            *FLAGS_PATHS,
+            *(f"/v1/{kind}" for kind in SEGMENT_KINDS),
+        )
     )
 
     def __init__(self, app: ASGIApp) -> None:

@@ -23,6 +23,7 @@ from ._clickhouse import migrate
 from ._committer import GroupCommitter
 from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from ._errors import SinkUnavailable
+from ._flags import FlagsProxy
 from ._forwarder import Forwarder, Post, posthog_post
 from ._ingest import Ingestor
 from ._metrics import Metrics
@@ -53,6 +54,8 @@ class Gateway:
         self._clickhouse = clickhouse
         self.dedupe = dedupe or _dedupe_store(settings)
         default = (settings.posthog_host, settings.posthog_api_key)
+        # Flags requests go to the PostHog that events are forwarded to (none: no flags).
+        self.flags = FlagsProxy(*default) if all(default) else None
         self.forwarder = Forwarder(
             {},
             default=default if all(default) else None,
@@ -149,6 +152,8 @@ class Gateway:
         if self._ingestor is not None:
             await self._ingestor.settled()
         await asyncio.to_thread(self.forwarder.stop, 10.0)
+        if self.flags is not None:
+            await self.flags.close()
         await self.dedupe.close()
         if self._owns_clickhouse and self._clickhouse is not None:
             await asyncio.to_thread(self._clickhouse.close)
