@@ -497,6 +497,34 @@ def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
     ]
 
 
+def test_store_remembers_an_id_for_the_ttl_then_forgets_it(make_store: StoreFactory) -> None:
+    """In Redis (a 2 s TTL: buckets of 1 s, three read) the confirms come a bucket after
+    their claims and still find the ids; an id is kept for the TTL, and at most half a TTL
+    and a bucket's rounding more."""
+
+    async def scenario() -> list[list[Claim]]:
+        store = make_store(ttl=2)
+        keys = ["p:a", "p:b", "p:c"]
+        try:
+            alone, pair = store.ticket(["p:a"]), store.ticket(["p:b", "p:c"])
+            found = [await store.claim(["p:a"], alone), await store.claim(["p:b", "p:c"], pair)]
+            await asyncio.sleep(1.1)
+            await store.confirm([alone, pair])
+            found.append(await store.claim(keys, store.ticket(keys)))
+            await asyncio.sleep(3.0)  # over 3 s since the claims
+            found.append(await store.claim(keys, store.ticket(keys)))
+            return found
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [
+        [Claim.NEW],
+        [Claim.NEW, Claim.NEW],
+        [Claim.SEEN, Claim.SEEN, Claim.SEEN],
+        [Claim.NEW, Claim.NEW, Claim.NEW],
+    ]
+
+
 def test_redis_store_unreachable() -> None:
     async def scenario() -> tuple[bool, list[str]]:
         store = RedisDedupeStore(NOWHERE, ttl=60, pending_ttl=10)
