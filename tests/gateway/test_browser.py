@@ -235,6 +235,7 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     assert {path.split("?")[0] for path, _ in flag_requests} == {"/flags/"}
     assert {asked["token"] for _, asked in flag_requests} == {"phc_test"}
     assert {asked["distinct_id"] for _, asked in flag_requests} <= {sent["anonymous"], "u_77"}
+    assert WRITE_KEY not in repr(flag_requests)  # PostHog never sees the gateway's key
 
 
 def test_analytics_js_in_chromium_is_stored_with_its_fields(
