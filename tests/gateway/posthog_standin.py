@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import json
 import threading
@@ -9,20 +11,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 class PostHogStandIn:
     """Records what arrives at `/batch/`; `status` is what it answers (200 by default).
 
-    Feature flag requests (`/flags`, `/decide`) are recorded as (path with query, body)
-    in `flag_requests` and answered with `flags`.
+    Feature flag requests (`/flags`, `/decide`) are read as PostHog reads them (the body
+    unwrapped as `?compression=` says), recorded as (path with query, body, the
+    `X-Forwarded-For` header) in `flag_requests`, and answered with `flags`; a body that
+    does not read is a 400, as at PostHog.
     """
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
         self.flags: dict[str, Any] = {"flags": {}, "errorsWhileComputingFlags": False}
-        self.flag_requests: list[tuple[str, dict[str, Any]]] = []
+        self.flag_requests: list[tuple[str, dict[str, Any], str | None]] = []
         self.arrived = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -59,7 +64,13 @@ class PostHogStandIn:
                         standin.bodies.append(json.loads(body))
                         standin.arrived.notify_all()
                 if self.path.startswith(("/flags", "/decide")):
-                    standin.flag_requests.append((self.path, json.loads(body)))
+                    try:
+                        asked = json.loads(_unwrap(self.path, body))
+                    except (ValueError, binascii.Error, OSError):
+                        self.send_error(400, "cannot decode the request body")
+                        return
+                    forwarded_for = self.headers.get("X-Forwarded-For")
+                    standin.flag_requests.append((self.path, asked, forwarded_for))
                     if standin.status == 200:
                         reply = json.dumps(standin.flags).encode()
                 self.send_response(standin.status)
@@ -72,6 +83,16 @@ class PostHogStandIn:
                 return None
 
         return Handler
+
+
+def _unwrap(path: str, body: bytes) -> bytes:
+    """A flags body as PostHog reads it: per the `compression` query parameter."""
+    compression = parse_qs(urlsplit(path).query).get("compression", [""])[0]
+    if compression == "base64":
+        return base64.b64decode(body, validate=True)
+    if compression in ("gzip", "gzip-js"):
+        return gzip.decompress(body)
+    return body
 
 
 @contextmanager

@@ -232,9 +232,12 @@ def test_posthog_js_in_chromium_is_stored_with_its_fields(
     # posthog-js asked for its flags at the gateway (on `init`, and again for the user it
     # identified), and the gateway asked PostHog, under PostHog's key
     assert flag_requests
-    assert {path.split("?")[0] for path, _ in flag_requests} == {"/flags/"}
-    assert {asked["token"] for _, asked in flag_requests} == {"phc_test"}
-    assert {asked["distinct_id"] for _, asked in flag_requests} <= {sent["anonymous"], "u_77"}
+    assert {path.split("?")[0] for path, _, _ in flag_requests} == {"/flags/"}
+    assert {asked["token"] for _, asked, _ in flag_requests} == {"phc_test"}
+    assert {asked["distinct_id"] for _, asked, _ in flag_requests} <= {
+        sent["anonymous"],
+        "u_77",
+    }
     assert WRITE_KEY not in repr(flag_requests)  # PostHog never sees the gateway's key
 
 

@@ -200,6 +200,9 @@ def test_a_stored_event_is_confirmed_for_the_long_ttl(
     # the ticket lives as long as its ids' bucket may: up to TTL + a width after the claim
     assert 3600 < redis_client.ttl(ticket_key(gw, ticket)) <= 4 * 1800
     assert 4 * 1800 < redis_client.ttl(base + str(bucket)) <= 5 * 1800  # unlinked before
+    # duplicates, alone or together, leave no ticket of their own behind
+    assert post(gw, body(alone)).json()["duplicates"] == 1
+    assert post(gw, body(*pair)).json()["duplicates"] == 2
     tickets = redis_client.keys(f"{gw.settings.redis_prefix}:ticket:*")
     assert tickets == [ticket_key(gw, ticket).encode()]
 

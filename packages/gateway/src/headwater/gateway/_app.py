@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post, route
@@ -188,8 +189,14 @@ class Handlers:
         if proxy is None:
             return Response(_NO_FLAGS, status_code=200, media_type="application/json")
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        status, answer = await proxy.ask(path, request.url.query, asked)
-        return Response(answer, status_code=status, media_type="application/json")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        answer = await proxy.ask(
+            path,
+            parse_qsl(query, keep_blank_values=True),  # in the order sent
+            asked,
+            client_ip=request.client.host if request.client else None,
+        )
+        return Response(answer, status_code=200, media_type="application/json")
 
     def count_response(self, route: str, status: int, seconds: float) -> None:
         self.gateway.metrics.answered(route, status, seconds)

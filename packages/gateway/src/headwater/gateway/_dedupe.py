@@ -173,13 +173,12 @@ local CHUNK = 4000  -- arguments per call: Lua's unpack() stops at about 8,000
 _CLAIM = (
     _WINDOW
     + """
-local groups, names, out, n = {}, {}, {}, 0
+local groups, names, out, n, writers = {}, {}, {}, 0, {}
 for line in string.gmatch(ARGV[5], '[^\\n]+') do
   local ticket, group
   for word in string.gmatch(line, '%S+') do
     if not ticket then
       ticket = word
-      redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
     elseif string.byte(word) == 1 then
       local name = string.sub(word, 2)
       group = groups[name]
@@ -250,6 +249,7 @@ for _, name in ipairs(names) do
       end
       if not holder then
         fields[#fields + 1], fields[#fields + 2] = id, ticket
+        writers[ticket] = true
       end
       if answer == '1' then claimed[id] = ticket end
     end
@@ -261,6 +261,10 @@ for _, name in ipairs(names) do
   end
   if #fields > 0 then redis.call('EXPIRE', key, (depth + 3) * width) end
   redis.call('UNLINK', base .. (bucket - depth - 1), base .. (bucket - depth - 2))
+end
+-- a ticket key only for a request that now holds ids (one of duplicates alone needs none)
+for ticket in pairs(writers) do
+  redis.call('SET', prefix .. 'ticket:' .. ticket, 'p', 'EX', pending)
 end
 return table.concat(out)
 """

@@ -10,7 +10,9 @@ errors" after `timeout` seconds, which the SDKs take as "keep what you had".
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -57,31 +59,63 @@ def parse_flags(text: bytes) -> FlagsRequest:
 
 
 class FlagsProxy:
-    """Asks PostHog at `host`, under `api_key`, what a flags request asked the gateway."""
+    """Asks PostHog at `host`, under `api_key`, what a flags request asked the gateway.
+
+    PostHog gets the request's JSON as plain JSON, with PostHog's key in place of the
+    gateway's wherever the request named it, and the request's query without what only
+    the gateway read (`compression`, `data`, keys). Only a 200 within `timeout` seconds
+    (in all) is passed on; anything else is "no flags, with errors".
+    """
 
     def __init__(self, host: str, api_key: str, *, timeout: float = 3.0) -> None:
         self._host = host.rstrip("/")
         self._api_key = api_key
-        self._client = httpx.AsyncClient(timeout=timeout)
+        self._timeout = timeout
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
-    async def ask(self, path: str, query: str, request: FlagsRequest) -> tuple[int, bytes]:
-        """(status, JSON body) of PostHog's answer; "no flags, with errors" when it fails."""
+    async def ask(
+        self,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        request: FlagsRequest,
+        *,
+        client_ip: str | None,
+    ) -> bytes:
+        """PostHog's JSON answer, or "no flags, with errors" when there is none."""
         document = {
             **request.document,
             **{field: self._api_key for field in KEY_FIELDS if field in request.document},
         }
-        url = f"{self._host}{path}" + (f"?{query}" if query else "")
+        kept = tuple((name, value) for name, value in query if name not in _GATEWAY_PARAMETERS)
+        headers = {"Content-Type": "application/json"}
+        if client_ip:  # PostHog's GeoIP targeting: the user's address, not the gateway's
+            headers["X-Forwarded-For"] = client_ip
         try:
-            answer = await self._client.post(
-                url, content=_encode.encode(document), headers={"Content-Type": "application/json"}
-            )
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self._timeout):
+                answer = await self._client.post(
+                    f"{self._host}{path}",
+                    params=kept,
+                    content=_encode.encode(document),
+                    headers=headers,
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
             logger.warning("PostHog flags request failed: %s", type(exc).__name__)
-            return 200, _encode.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})
-        if answer.status_code >= 500:
-            logger.warning("PostHog answered a flags request with %d", answer.status_code)
-            return 200, _encode.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})
-        return answer.status_code, answer.content
+            return _FAILED
+        if answer.status_code != 200 or len(answer.content) > MAX_ANSWER_BYTES:
+            logger.warning(
+                "PostHog answered a flags request with %d (%d bytes)",
+                answer.status_code,
+                len(answer.content),
+            )
+            return _FAILED
+        return answer.content
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+# What the gateway read and PostHog must not see: how the body was wrapped (PostHog gets
+# plain JSON) and the gateway's write key.
+_GATEWAY_PARAMETERS = frozenset({"compression", "data", *KEY_FIELDS})
+MAX_ANSWER_BYTES = 5_000_000
+_FAILED = _encode.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})

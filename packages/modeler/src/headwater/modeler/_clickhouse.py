@@ -19,7 +19,9 @@ from ._errors import ConfigError, WarehouseUnavailable
 # BENCHMARKS.md). The blocks are a few thousand rows, too small for parallel parsing's
 # threads to pay for their hand-offs, and their rows are distinct already (the gateway
 # deduplicates ids before it inserts), so a ReplacingMergeTree need not collapse each block
-# on the way in: merges still do, as ever.
+# on the way in: merges still do, as ever. (While dedupe is bypassed, Redis down and
+# `HEADWATER_REDIS_FAILURE=accept`, copies within one block wait for a merge too, as
+# copies across blocks always did; the modeler reads with FINAL.)
 EMBEDDED_INSERT_SETTINGS: dict[str, Any] = {
     "input_format_parallel_parsing": 0,
     "optimize_on_insert": 0,
