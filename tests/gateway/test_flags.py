@@ -38,7 +38,7 @@ FLAGS = {
 }
 
 # The gateway's own answer: every flag off, in the shapes of every SDK version.
-NONE_ON = {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}}
+NONE_ON: dict[str, Any] = {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}}
 
 
 def client(url: str) -> posthog.Posthog:
