@@ -41,6 +41,16 @@ FLAGS = {
 NONE_ON: dict[str, Any] = {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}}
 
 
+def answered(url: str) -> dict[str, float]:
+    """`headwater_flags_requests_total` by answer, from /metrics."""
+    found = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("headwater_flags_requests_total{"):
+            labels, value = line.split(" ")
+            found[labels.split('"')[1]] = float(value)
+    return found
+
+
 def client(url: str) -> posthog.Posthog:
     return posthog.Posthog(WRITE_KEY, host=url, sync_mode=True)
 
@@ -70,6 +80,7 @@ def test_flags_come_from_posthog_under_its_key(start_gateway: GatewayFactory) ->
     assert (body["api_key"], body["distinct_id"]) == ("phc_test", "u_1")
     assert WRITE_KEY not in repr(asked)
     assert forwarded_for == "127.0.0.1"  # the user's address, for PostHog's GeoIP
+    assert answered(gw.url) == {"posthog": len(asked)}
 
 
 def test_without_posthog_no_flag_is_on(start_gateway: GatewayFactory) -> None:
@@ -88,6 +99,7 @@ def test_without_posthog_no_flag_is_on(start_gateway: GatewayFactory) -> None:
         200,
         {**NONE_ON, "errorsWhileComputingFlags": False},
     )
+    assert answered(gw.url) == {"none": 2}
 
 
 def test_a_flags_request_needs_a_known_key(start_gateway: GatewayFactory) -> None:
@@ -144,3 +156,4 @@ def test_posthog_failing_answers_no_flags_with_errors(
         200,
         {**NONE_ON, "errorsWhileComputingFlags": True},
     )
+    assert answered(gw.url) == {"failed": 1}

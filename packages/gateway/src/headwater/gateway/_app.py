@@ -48,6 +48,7 @@ SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page"
 # batching mode to `/b`: the same API under short names.
 SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
 _NO_FLAGS = msgspec.json.encode(NO_FLAGS)
+_FLAGS_FAILED = msgspec.json.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})
 
 
 class Handlers:
@@ -186,7 +187,9 @@ class Handlers:
         asked = parse_flags(text)
         self._project(asked.key)
         proxy = self.gateway.flags
+        counted = self.gateway.metrics.flags
         if proxy is None:
+            counted.labels("none").inc()
             return Response(_NO_FLAGS, status_code=200, media_type="application/json")
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query = request.scope.get("query_string", b"").decode("latin-1")
@@ -196,7 +199,12 @@ class Handlers:
             asked,
             client_ip=request.client.host if request.client else None,
         )
-        return Response(answer, status_code=200, media_type="application/json")
+        counted.labels("failed" if answer is None else "posthog").inc()
+        return Response(
+            _FLAGS_FAILED if answer is None else answer,
+            status_code=200,
+            media_type="application/json",
+        )
 
     def count_response(self, route: str, status: int, seconds: float) -> None:
         self.gateway.metrics.answered(route, status, seconds)

@@ -64,7 +64,7 @@ class FlagsProxy:
     PostHog gets the request's JSON as plain JSON, with PostHog's key in place of the
     gateway's wherever the request named it, and the request's query without what only
     the gateway read (`compression`, `data`, keys). Only a 200 within `timeout` seconds
-    (in all) is passed on; anything else is "no flags, with errors".
+    (in all) is passed on; for anything else `ask` has no answer.
     """
 
     def __init__(self, host: str, api_key: str, *, timeout: float = 3.0) -> None:
@@ -80,8 +80,9 @@ class FlagsProxy:
         request: FlagsRequest,
         *,
         client_ip: str | None,
-    ) -> bytes:
-        """PostHog's JSON answer, or "no flags, with errors" when there is none."""
+    ) -> bytes | None:
+        """PostHog's JSON answer; None when there is none (the caller answers "no flags,
+        with errors")."""
         document = {
             **request.document,
             **{field: self._api_key for field in KEY_FIELDS if field in request.document},
@@ -100,14 +101,14 @@ class FlagsProxy:
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
             logger.warning("PostHog flags request failed: %s", type(exc).__name__)
-            return _FAILED
+            return None
         if answer.status_code != 200 or len(answer.content) > MAX_ANSWER_BYTES:
             logger.warning(
                 "PostHog answered a flags request with %d (%d bytes)",
                 answer.status_code,
                 len(answer.content),
             )
-            return _FAILED
+            return None
         return answer.content
 
     async def close(self) -> None:
@@ -118,4 +119,3 @@ class FlagsProxy:
 # plain JSON) and the gateway's write key.
 _GATEWAY_PARAMETERS = frozenset({"compression", "data", *KEY_FIELDS})
 MAX_ANSWER_BYTES = 5_000_000
-_FAILED = _encode.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})

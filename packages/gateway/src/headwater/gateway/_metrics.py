@@ -84,6 +84,13 @@ class Metrics:
         self.commit_queue = Gauge(
             "headwater_commit_queue_rows", "Rows waiting for an insert", registry=r
         )
+        self.flags = Counter(
+            "headwater_flags_requests",
+            "Feature flag requests, by answer: PostHog's, failed (PostHog slow, down or"
+            " refusing: no flags, with errors), none (no PostHog configured)",
+            ["answer"],
+            registry=r,
+        )
         self.forward_sent = Counter(
             "headwater_forward_sent", "Events forwarded to PostHog", registry=r
         )
