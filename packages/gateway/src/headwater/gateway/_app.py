@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-import msgspec
 from litestar import Litestar, Request, Response, get, post, route
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
@@ -29,7 +28,7 @@ from ._body import decode_content, read_body
 from ._errors import BadPayload, RequestError, Unauthorized, Unavailable
 from ._events import Context, Incoming, Invalid, now
 from ._fast import NativeFastPath
-from ._flags import FLAGS_PATHS, NO_FLAGS, parse_flags
+from ._flags import FLAGS_PATHS, NO_FLAGS, NO_FLAGS_WITH_ERRORS, parse_flags
 from ._gateway import Gateway
 from ._logging import request_id_middleware
 from ._native import body_format, parse_native
@@ -47,8 +46,6 @@ SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page"
 # analytics.js (analytics-next) posts to the first letter of a message's type, and its
 # batching mode to `/b`: the same API under short names.
 SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
-_NO_FLAGS = msgspec.json.encode(NO_FLAGS)
-_FLAGS_FAILED = msgspec.json.encode({**NO_FLAGS, "errorsWhileComputingFlags": True})
 
 
 class Handlers:
@@ -190,7 +187,7 @@ class Handlers:
         counted = self.gateway.metrics.flags
         if proxy is None:
             counted.labels("none").inc()
-            return Response(_NO_FLAGS, status_code=200, media_type="application/json")
+            return Response(NO_FLAGS, status_code=200, media_type="application/json")
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query = request.scope.get("query_string", b"").decode("latin-1")
         answer = await proxy.ask(
@@ -201,7 +198,7 @@ class Handlers:
         )
         counted.labels("failed" if answer is None else "posthog").inc()
         return Response(
-            _FLAGS_FAILED if answer is None else answer,
+            NO_FLAGS_WITH_ERRORS if answer is None else answer,
             status_code=200,
             media_type="application/json",
         )

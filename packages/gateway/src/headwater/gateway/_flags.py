@@ -19,23 +19,21 @@ import httpx
 import msgspec
 
 from ._errors import BadPayload
+from ._posthog import KEY_FIELDS
 
 logger = logging.getLogger("headwater.gateway")
 
 FLAGS_PATHS = [f"{base}{slash}" for base in ("/flags", "/decide") for slash in ("", "/")]
 
-# No flag is on. Both shapes, for every SDK version: `flags` (`/flags`), and
-# `featureFlags` with its payloads (`/decide`, older SDKs).
-NO_FLAGS: dict[str, Any] = {
-    "flags": {},
-    "featureFlags": {},
-    "featureFlagPayloads": {},
-    "errorsWhileComputingFlags": False,
-}
-KEY_FIELDS = ("api_key", "token", "$token")
-
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
+
+# The gateway's own answers: no flag is on, in both shapes, for every SDK version: `flags`
+# (`/flags`), and `featureFlags` with its payloads (`/decide`, older SDKs). With errors:
+# PostHog had no answer, and the SDKs keep the flags they had.
+_NONE: dict[str, Any] = {"flags": {}, "featureFlags": {}, "featureFlagPayloads": {}}
+NO_FLAGS = _encode.encode({**_NONE, "errorsWhileComputingFlags": False})
+NO_FLAGS_WITH_ERRORS = _encode.encode({**_NONE, "errorsWhileComputingFlags": True})
 
 
 class FlagsRequest(msgspec.Struct, kw_only=True):
@@ -81,8 +79,7 @@ class FlagsProxy:
         *,
         client_ip: str | None,
     ) -> bytes | None:
-        """PostHog's JSON answer; None when there is none (the caller answers "no flags,
-        with errors")."""
+        """PostHog's JSON answer; None when there is none (`NO_FLAGS_WITH_ERRORS`)."""
         document = {
             **request.document,
             **{field: self._api_key for field in KEY_FIELDS if field in request.document},

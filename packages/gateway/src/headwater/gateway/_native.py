@@ -74,7 +74,7 @@ def parse_native(body: bytes, fmt: str) -> tuple[list[Incoming | Invalid], Any, 
     else:  # MessagePack: what is kept of an event is its JSON
         raws = _envelope(body, fmt).batch
         items = [
-            _incoming(message, _as_json(raw), None, 0)
+            _incoming(message, _as_json(raw))
             for message, raw in zip(typed.batch, raws, strict=True)
         ]
     return items, parse_sent_at(typed.sent_at), typed.lib
@@ -102,10 +102,12 @@ def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
     except (msgspec.DecodeError, RecursionError) as exc:
         reason = "event is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
-    return _incoming(message, text, None, 0)
+    return _incoming(message, text)
 
 
-def _incoming(message: AnyMessage, text: bytes, batch: RawBatch | None, index: int) -> Incoming:
+def _incoming(
+    message: AnyMessage, text: bytes, batch: RawBatch | None = None, index: int = 0
+) -> Incoming:
     return Incoming(
         event=message.event,
         distinct_id=message.distinct_id,

@@ -17,6 +17,7 @@ from ._events import Incoming, Invalid, now, parse_sent_at
 
 _json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
+KEY_FIELDS = ("api_key", "token", "$token")  # where a PostHog SDK names its project key
 
 
 class PostHogBody(msgspec.Struct, kw_only=True):
@@ -83,9 +84,7 @@ def _api_key(envelope: dict[str, Any], events: list[Any]) -> str | None:
     for source in (envelope, *(e for e in events if isinstance(e, dict))):
         properties = source.get("properties")
         for value in (
-            source.get("api_key"),
-            source.get("token"),
-            source.get("$token"),
+            *(source.get(field) for field in KEY_FIELDS),
             properties.get("token") if isinstance(properties, dict) else None,
         ):
             if isinstance(value, str) and value:
