@@ -164,9 +164,9 @@ def test_duplicates_within_one_batch_are_caught(start_gateway: GatewayFactory) -
     again = {**a, "properties": {"copy": 2}}
     response = post(gw, body(a, b, again, a))
     assert response.json() == {"accepted": 2, "duplicates": 2, "rejected": []}
-    # the first of the copies is the one kept
+    # the first of the copies is the one kept, its properties as the sender spelled them
     assert physical_rows(gw) == sorted(
-        [(PROJECT, a["event_id"], '{"copy":1}'), (PROJECT, b["event_id"], "{}")]
+        [(PROJECT, a["event_id"], '{"copy": 1}'), (PROJECT, b["event_id"], "{}")]
     )
 
 

@@ -112,6 +112,11 @@ def test_a_flags_request_needs_a_known_key(start_gateway: GatewayFactory) -> Non
     for body, status, error in cases:
         answer = httpx.post(gw.url + "/flags/?v=2", json=body, timeout=10)
         assert (answer.status_code, answer.json()) == (status, error)
+    latin1 = httpx.post(gw.url + "/flags/?v=2", content=b'{"distinct_id": "\xe9"}', timeout=10)
+    assert (latin1.status_code, latin1.json()) == (
+        400,
+        {"error": "body is not UTF-8: invalid continuation byte at byte 17"},
+    )
 
 
 def test_a_wrapped_flags_request_reaches_posthog_as_plain_json(

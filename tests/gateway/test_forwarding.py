@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 
 import httpx
@@ -91,3 +92,31 @@ def test_a_full_forward_queue_drops_and_counts(start_gateway: GatewayFactory) ->
     dropped = metric(gw.url, "headwater_forward_dropped_total")
     assert (sent, failed + dropped) == (0.0, 6.0)
     assert dropped >= 1.0
+
+
+def test_an_event_python_cannot_read_is_stored_but_not_forwarded(
+    start_gateway: GatewayFactory,
+) -> None:
+    """1e999 is valid JSON, kept as sent; PostHog would refuse the whole batch with it."""
+    with posthog_standin() as posthog:
+        gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
+        huge, fine = str(uuid.uuid4()), str(uuid.uuid4())
+        body = b'{"batch": [%s, %s]}' % (
+            b'{"type": "track", "event": "e", "distinct_id": "u", "event_id": "%s",'
+            b' "properties": {"n": 1e999}}' % huge.encode(),
+            b'{"type": "track", "event": "e", "distinct_id": "u", "event_id": "%s",'
+            b' "properties": {"n": 1}}' % fine.encode(),
+        )
+        answer = httpx.post(
+            f"{gw.url}/v1/events", content=body, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+        )
+        forwarded = posthog.wait_for(1)
+        gw.gateway.forwarder.stop(timeout=20)
+    assert answer.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert dict(gw.rows("SELECT toString(event_id), properties FROM {db}.events")) == {
+        huge: '{"n": 1e999}',
+        fine: '{"n": 1}',
+    }
+    assert [(e["uuid"], e["properties"]) for e in forwarded] == [(fine, {"n": 1})]
+    assert metric(gw.url, "headwater_forward_failed_total") == 1.0
+    assert metric(gw.url, "headwater_forward_sent_total") == 1.0

@@ -405,6 +405,11 @@ def test_missing_or_unknown_key_is_401(
     [
         ({"json": "an event"}, 400, "body must be a JSON object or array of events"),
         (
+            {"content": b'{"event": "\xff"}'},
+            400,
+            "body is not UTF-8: invalid start byte at byte 11",
+        ),
+        (
             {"params": {"compression": "lz64"}, "content": b"x"},
             415,
             "compression 'lz64' is not supported (use gzip)",

@@ -460,6 +460,16 @@ def test_unreadable_bodies_are_400(
     assert (response.status_code, response.json()) == (400, {"error": error})
 
 
+def test_a_body_that_is_not_utf8_is_400_naming_the_byte(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    body = b'{"batch": [{"type": "track", "event": "\xe9t\xe9", "userId": "u"}]}'
+    response = httpx.post(f"{gw.url}/v1/batch", content=body, auth=(WRITE_KEY, ""))
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "body is not UTF-8: invalid continuation byte at byte 39"},
+    )
+
+
 def test_context_that_is_not_an_object_is_not_kept(start_gateway: GatewayFactory) -> None:
     gw = start_gateway()
     (message_id,) = ids(1)

@@ -83,3 +83,30 @@ def test_a_missing_plan_stops_start_up_naming_it(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"tracking plan .*nope\.json: .*No such file"):
         Gateway(settings)
+
+
+def test_properties_the_plan_cannot_read_are_refused(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """Native properties are kept as sent until a plan reads them; JSON that Python cannot
+    hold (a number past a float's range) cannot be checked."""
+    gw = start_gateway(tracking_plans={"proj": plan_file(tmp_path)}, tracking_policy="reject")
+    body = (
+        b'{"batch": [{"type": "track", "distinct_id": "u", "event": "order_completed",'
+        b' "properties": {"order_id": "o1", "revenue_cents": 1e999}}]}'
+    )
+    answer = httpx.post(
+        f"{gw.url}/v1/events", content=body, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+    )
+    assert answer.json() == {
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": [
+            {
+                "index": 0,
+                "reason": "properties cannot be checked against the tracking plan:"
+                " Number out of range - at `$[...]`",
+            }
+        ],
+    }
+    assert gw.rows("SELECT count() FROM {db}.events") == [(0,)]

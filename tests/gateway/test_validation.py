@@ -16,7 +16,8 @@ import httpx
 import msgspec
 import pytest
 
-from headwater.gateway import Settings
+from headwater.gateway import Settings, _native
+from headwater.sdk import _wire
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
 
@@ -247,6 +248,66 @@ def test_properties_that_json_cannot_hold_are_refused(start_gateway: GatewayFact
     assert stored_ids(gw) == []
 
 
+def test_properties_are_stored_as_the_sender_wrote_them(start_gateway: GatewayFactory) -> None:
+    """Native JSON properties are kept as sent (valid JSON, the sender's spelling), whether
+    the batch is read whole or event by event (when one of its events is refused)."""
+    gw = start_gateway()
+    written = [
+        b'{ "b": [1, 2.50], "a": "\\u00e9" }',
+        b'{"huge":1e999,"big":123456789012345678901234567890}',
+        b"{}",
+    ]
+    ids = [[str(uuid.uuid4()) for _ in written] for _ in range(2)]
+
+    def items(batch: int) -> list[bytes]:
+        head = b'{"type":"track","event":"e","distinct_id":"u","event_id":"%s","properties":'
+        return [
+            head % i.encode() + text + b"}" for i, text in zip(ids[batch], written, strict=True)
+        ]
+
+    whole = post(gw, batch_body(items(0)))
+    one_by_one = post(gw, batch_body([*items(1), compact(event(event=""))]))
+
+    assert whole.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    assert one_by_one.json()["accepted"] == 3
+    stored = dict(gw.rows("SELECT toString(event_id), properties FROM {db}.events"))
+    assert stored == {
+        i: text.decode() for batch in ids for i, text in zip(batch, written, strict=True)
+    }
+
+
+def test_text_that_is_not_utf8_is_refused_naming_the_byte(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    good, broken = event(), event(properties={"a": "@"})
+    bad = compact(broken).replace(b"@", b"\xff")
+    at = bad.index(b"\xff")
+    named = event(event="@")
+    packed = msgspec.msgpack.encode({"batch": [named]}).replace(b"\xa1@", b"\xa1\xff")
+    kept = packed[packed.index(b"\x86") :]  # the message: a map of six fields
+
+    response = post(gw, batch_body([compact(good), bad]))
+    as_msgpack = post(gw, packed, **{"Content-Type": "application/msgpack"})
+
+    reason = f"event is not UTF-8: invalid start byte at byte {at}"
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [{"index": 1, "reason": reason, "event_id": broken["event_id"]}],
+    }
+    assert as_msgpack.json()["rejected"] == [
+        {
+            "index": 0,
+            "reason": "event is not UTF-8: invalid start byte",
+            "event_id": named["event_id"],
+        }
+    ]
+    assert stored_ids(gw) == [good["event_id"]]
+    assert sorted((reason, payload) for _, reason, payload, *_ in dead_letters(gw)) == [
+        ("event is not UTF-8: invalid start byte", kept.decode("utf-8", "replace")),
+        (reason, bad.decode("utf-8", "replace")),
+    ]
+
+
 # -- timestamps -----------------------------------------------------------------------------
 
 
@@ -445,6 +506,12 @@ REFUSED_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         "body is not a json batch: it is nested too deeply",
     ),
     (
+        "a string of the envelope not UTF-8",
+        {"body": b'{"lib": "\xff", "batch": []}'},
+        400,
+        "body is not a json batch: it is not UTF-8: invalid start byte at byte 9",
+    ),
+    (
         "malformed msgpack",
         {"body": b"\xc1", "headers": {"Content-Type": "application/msgpack"}},
         400,
@@ -632,4 +699,22 @@ def test_a_body_that_cannot_be_parsed_is_kept_whole(start_gateway: GatewayFactor
             PROJECT,
             "native",
         )
+    ]
+
+
+def test_the_gateway_reads_every_field_and_kind_of_the_sdks_messages() -> None:
+    """The native JSON path decodes into the gateway's own mirror of the SDK's message
+    types (properties kept as text): a field or a kind added to the SDK must be added there."""
+
+    def shape(kinds: tuple[type[msgspec.Struct], ...]) -> list[tuple[object, list[str]]]:
+        return [
+            (kind.__struct_config__.tag, [f.name for f in msgspec.structs.fields(kind)])
+            for kind in kinds
+        ]
+
+    sdk_kinds = (_wire.Track, _wire.Identify, _wire.Alias)
+    ours = (_native._Track, _native._Identify, _native._Alias)
+    assert shape(ours) == shape(sdk_kinds)
+    assert [f.name for f in msgspec.structs.fields(_native._Batch)] == [
+        f.name for f in msgspec.structs.fields(_wire.Batch)
     ]

@@ -58,3 +58,18 @@ def decode_content(data: bytes, encoding: str | None, *, limit: int) -> bytes:
     if encoding == "identity":
         return data
     raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip)")
+
+
+def utf8_problem(text: bytes) -> str | None:
+    """Where `text` stops being UTF-8 (`invalid start byte at byte 12`), or None.
+
+    msgspec checks UTF-8 only in the strings it makes, and says so with a
+    `UnicodeDecodeError` about the string, not the body: callers name the place with this.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{exc.reason} at byte {exc.start}"
+    return None

@@ -42,7 +42,7 @@ class Incoming(msgspec.Struct, kw_only=True):
 
     event: Any
     distinct_id: Any
-    properties: Any
+    properties: Any  # a dict, or a JSON object's text (msgspec.Raw) to keep as it is
     event_id: Any = None
     timestamp: Any = None
     raw: bytes = b""  # its encoded form: size limit, deterministic id, dead letters
@@ -62,7 +62,12 @@ class Incoming(msgspec.Struct, kw_only=True):
 
 
 class EventRow(msgspec.Struct, array_like=True, kw_only=True, gc=False):
-    """A row of the `events` table, in column order (encoded as JSONCompactEachRow)."""
+    """A row of the `events` table, in column order (encoded as JSONCompactEachRow).
+
+    `properties` is a JSON object's text, written into the line as an object: ClickHouse
+    reads it into the String column as it is (`input_format_json_read_objects_as_strings`),
+    so it is neither escaped here nor unescaped there.
+    """
 
     project: str
     event_id: str
@@ -70,7 +75,7 @@ class EventRow(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     distinct_id: str
     timestamp: datetime
     received_at: datetime
-    properties: str
+    properties: msgspec.Raw
     lib: str
     source: str
 
@@ -108,12 +113,14 @@ def to_row(incoming: Incoming, ctx: Context) -> EventRow | str:
     timestamp = _timestamp(incoming.timestamp, ctx)
     if isinstance(timestamp, str):
         return timestamp
-    try:
-        properties = _properties_encoder.encode(incoming.properties).decode()
-    except (TypeError, ValueError) as exc:  # e.g. a MessagePack extension type
-        return f"properties cannot be stored as JSON: {exc}"
-    except RecursionError:
-        return "properties are nested too deeply"
+    properties = incoming.properties
+    if not isinstance(properties, msgspec.Raw):
+        try:
+            properties = msgspec.Raw(_properties_encoder.encode(properties))
+        except (TypeError, ValueError) as exc:  # e.g. a MessagePack extension type
+            return f"properties cannot be stored as JSON: {exc}"
+        except RecursionError:
+            return "properties are nested too deeply"
     return EventRow(
         project=ctx.project,
         event_id=event_id,
@@ -135,7 +142,7 @@ def _envelope_problem(incoming: Incoming, ctx: Context) -> str | None:
             return f"{field} is {len(value)} characters, over {MAX_NAME_LENGTH}"
         if "\x00" in value:
             return f"{field} contains a NUL character"
-    if not isinstance(incoming.properties, dict):
+    if not isinstance(incoming.properties, dict | msgspec.Raw):  # a Raw is an object's
         return "properties must be a JSON object"
     size = incoming.size_over(ctx.max_event_bytes)
     if size is not None:

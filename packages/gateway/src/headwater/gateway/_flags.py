@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from ._body import utf8_problem
 from ._errors import BadPayload
 from ._posthog import KEY_FIELDS
 
@@ -48,6 +49,8 @@ def parse_flags(text: bytes) -> FlagsRequest:
         document = _json.decode(text)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise BadPayload(f"body is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
     if not isinstance(document, dict):
         raise BadPayload("a flags request must be a JSON object")
     named = (document.get(field) for field in KEY_FIELDS)

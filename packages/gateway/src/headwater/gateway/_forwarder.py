@@ -103,17 +103,25 @@ class Forwarder:
                     self._send(target, batch[start : start + self._batch_size])
 
     def _send(self, target: tuple[str, str], rows: list[EventRow]) -> None:
-        messages = [posthog_message(row) for row in rows]
+        messages = []
+        for row in rows:
+            try:
+                messages.append(posthog_message(row))
+            except msgspec.DecodeError as exc:  # JSON Python cannot hold, e.g. 1e999
+                logger.warning("event %s not forwarded to PostHog: %s", row.event_id, exc)
+                self._metrics.forward_failed.inc()
+        if not messages:
+            return
         for attempt in range(self._attempts):
             try:
                 self._post(target[0], target[1], messages)
             except Exception as exc:  # the posthog library raises APIError, requests errors …  # noqa: BLE001
-                logger.warning("forwarding %d events to PostHog failed: %s", len(rows), exc)
+                logger.warning("forwarding %d events to PostHog failed: %s", len(messages), exc)
                 time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter
             else:
-                self._metrics.forward_sent.inc(len(rows))
+                self._metrics.forward_sent.inc(len(messages))
                 return
-        self._metrics.forward_failed.inc(len(rows))
+        self._metrics.forward_failed.inc(len(messages))
 
     def stop(self, timeout: float) -> None:
         """Forward what is queued (within `timeout`), then end the thread."""

@@ -97,7 +97,7 @@ class Ingestor:
     def _check(self, ctx: Context, item: Incoming) -> EventRow | str:
         """The row, or why not: the tracking plan first (it may flag), then the checks."""
         if self._plans is not None:
-            refused = self._plans.review(ctx.project, item.event, item.properties)
+            refused = self._plans.review(ctx.project, item)
             if refused is not None:
                 return refused
         return to_row(item, ctx)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from headwater.sdk import AnyMessage, Batch
 
+from ._body import utf8_problem
 from ._errors import BadPayload, UnsupportedMediaType
 from ._events import Incoming, Invalid, RawBatch, parse_sent_at
 
@@ -17,6 +19,42 @@ class _Envelope(msgspec.Struct):
 
     batch: list[msgspec.Raw]
     sent_at: Any = None
+    lib: str = ""
+
+
+class _Message(msgspec.Struct, tag_field="type", kw_only=True):
+    """`headwater.sdk.Message` with its properties left as the sender's JSON text.
+
+    The properties are most of an event; decoding them into dicts only to encode them
+    again for the row cost more than the rest of the event's Python (BENCHMARKS.md). The
+    row keeps the sender's object as it was sent: valid JSON (msgspec checks its syntax
+    while skipping it, the body's UTF-8 is checked whole), in the sender's spelling.
+    """
+
+    event: str
+    distinct_id: str
+    event_id: str = ""
+    timestamp: datetime | None = None
+    properties: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _Track(_Message, tag="track"):
+    pass
+
+
+class _Identify(_Message, tag="identify"):
+    pass
+
+
+class _Alias(_Message, tag="alias"):
+    pass
+
+
+class _Batch(msgspec.Struct, kw_only=True):
+    """`headwater.sdk.Batch` of `_Message`s."""
+
+    batch: list[_Track | _Identify | _Alias]
+    sent_at: datetime | None = None
     lib: str = ""
 
 
@@ -38,10 +76,9 @@ _decoders: dict[str, tuple[Any, Any, Any]] = {
         msgspec.msgpack.Decoder(_Ids),
     ),
 }
-_batches: dict[str, Any] = {
-    "json": msgspec.json.Decoder(Batch),
-    "msgpack": msgspec.msgpack.Decoder(Batch),
-}
+_json_batch = msgspec.json.Decoder(_Batch)
+_json_message = msgspec.json.Decoder(_Track | _Identify | _Alias)
+_msgpack_batch = msgspec.msgpack.Decoder(Batch)
 _to_json = msgspec.json.Encoder()
 _any_msgpack = msgspec.msgpack.Decoder()
 
@@ -58,26 +95,58 @@ def body_format(content_type: str | None) -> str:
     )
 
 
-def parse_native(body: bytes, fmt: str) -> tuple[list[Incoming | Invalid], Any, str]:
+Parsed = tuple[list[Incoming | Invalid], Any, str]  # events, sent_at, lib
+
+
+def parse_native(body: bytes, fmt: str) -> Parsed:
     """(events, sent_at, lib) of a native body; a body that is not a batch is a 400."""
-    try:  # the whole batch at once, in C; a message that fails it is found one by one
-        typed: Batch = _batches[fmt].decode(body)
+    # The whole batch at once, in C; a body with any message that fails it is read again
+    # message by message, so that each gets its own answer.
+    whole = _whole_json(body) if fmt == "json" else _whole_msgpack(body)
+    if whole is not None:
+        return whole
+    envelope = _envelope(body, fmt)
+    items: list[Incoming | Invalid] = [_message(bytes(raw), fmt) for raw in envelope.batch]
+    return items, parse_sent_at(envelope.sent_at), envelope.lib
+
+
+def _whole_json(body: bytes) -> Parsed | None:
+    """The batch, when every message in it reads as one with an object of properties.
+    Each event's text is cut out of the body only if something needs it."""
+    if utf8_problem(body) is not None:  # skipped properties are not checked by the decoder
+        return None
+    try:
+        typed: _Batch = _json_batch.decode(body)
     except (msgspec.DecodeError, RecursionError):
-        envelope = _envelope(body, fmt)
-        items = [_message(bytes(raw), fmt) for raw in envelope.batch]
-        return items, parse_sent_at(envelope.sent_at), envelope.lib
-    if fmt == "json":  # each event's text is cut out of the body only if it is needed
-        source = RawBatch(body, _json_events)
-        items = [
-            _incoming(message, b"", source, index) for index, message in enumerate(typed.batch)
-        ]
-    else:  # MessagePack: what is kept of an event is its JSON
-        raws = _envelope(body, fmt).batch
-        items = [
-            _incoming(message, _as_json(raw))
-            for message, raw in zip(typed.batch, raws, strict=True)
-        ]
+        return None
+    if not _objects([message.properties for message in typed.batch]):
+        return None
+    source = RawBatch(body, _json_events)
+    items: list[Incoming | Invalid] = [
+        _incoming(message, b"", source, index) for index, message in enumerate(typed.batch)
+    ]
     return items, parse_sent_at(typed.sent_at), typed.lib
+
+
+def _whole_msgpack(body: bytes) -> Parsed | None:
+    """The batch, when every message in it reads as one; what is kept of an event is its
+    JSON."""
+    try:
+        typed: Batch = _msgpack_batch.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    raws = _envelope(body, "msgpack").batch
+    items: list[Incoming | Invalid] = [
+        _incoming(message, _as_json(raw)) for message, raw in zip(typed.batch, raws, strict=True)
+    ]
+    return items, parse_sent_at(typed.sent_at), typed.lib
+
+
+def _objects(values: list[msgspec.Raw]) -> bool:
+    """Whether every JSON value is an object. NUL cannot occur in JSON text, so joined by
+    NUL, each value but the first starts right after one: two scans in C, not a loop."""
+    joined = b"\x00".join(values)
+    return not values or (joined[:1] == b"{" and joined.count(b"\x00{") == len(values) - 1)
 
 
 def _envelope(body: bytes, fmt: str) -> _Envelope:
@@ -87,6 +156,9 @@ def _envelope(body: bytes, fmt: str) -> _Envelope:
         raise BadPayload(f"body is not a {fmt} batch: {exc}") from exc
     except RecursionError as exc:
         raise BadPayload(f"body is not a {fmt} batch: it is nested too deeply") from exc
+    except UnicodeDecodeError as exc:  # in a string of the envelope (`lib`, `sent_at`)
+        where = utf8_problem(body) if fmt == "json" else exc.reason
+        raise BadPayload(f"body is not a {fmt} batch: it is not UTF-8: {where}") from exc
     return envelope
 
 
@@ -97,16 +169,32 @@ def _json_events(body: bytes) -> list[bytes]:
 def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
     _, message_decoder, ids_decoder = _decoders[fmt]
     text = raw if fmt == "json" else _as_json(raw)
+    if fmt == "json":  # as in a whole batch: properties kept as sent, when they can be
+        problem = utf8_problem(raw)
+        if problem is not None:
+            reason = f"event is not UTF-8: {problem}"
+            return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
+        try:
+            kept: _Message = _json_message.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # the SDK's types name the problem
+        else:
+            if _objects([kept.properties]):
+                return _incoming(kept, text)
     try:
         message: AnyMessage = message_decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        reason = "event is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+    except RecursionError:
+        return Invalid(reason="event is nested too deeply", raw=text, event_id=None)
+    except UnicodeDecodeError as exc:  # MessagePack: a string that is not UTF-8
+        reason = f"event is not UTF-8: {exc.reason}"
         return Invalid(reason=reason, raw=text, event_id=_id_of(raw, ids_decoder))
+    except msgspec.DecodeError as exc:
+        return Invalid(reason=str(exc), raw=text, event_id=_id_of(raw, ids_decoder))
     return _incoming(message, text)
 
 
 def _incoming(
-    message: AnyMessage, text: bytes, batch: RawBatch | None = None, index: int = 0
+    message: AnyMessage | _Message, text: bytes, batch: RawBatch | None = None, index: int = 0
 ) -> Incoming:
     return Incoming(
         event=message.event,
@@ -132,6 +220,6 @@ def _as_json(raw: bytes | msgspec.Raw) -> bytes:
 def _id_of(raw: bytes, decoder: Any) -> str | None:
     try:
         found = decoder.decode(raw).event_id
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
     return found if isinstance(found, str) else None

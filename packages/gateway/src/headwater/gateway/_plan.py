@@ -15,8 +15,10 @@ import jsonschema_rs
 import msgspec
 
 from ._errors import ConfigError
+from ._events import Incoming
 
 UNKNOWN = "unknown event"
+_properties = msgspec.json.Decoder(dict[str, Any])
 
 
 class TrackingPlan:
@@ -94,16 +96,22 @@ class PlanEnforcer:
         plans = {project: TrackingPlan.load(Path(path)) for project, path in files.items()}
         return cls(plans, violations=violations, unknown=unknown, count=count)
 
-    def review(self, project: str, event: object, properties: object) -> str | None:
+    def review(self, project: str, item: Incoming) -> str | None:
         """The reason to refuse the event, or None (a flagged event's properties gain a key)."""
         plan = self._plans.get(project)
-        if plan is None or not isinstance(event, str) or not isinstance(properties, dict):
+        if plan is None:
+            return None
+        if isinstance(item.properties, msgspec.Raw):  # kept as sent until a plan reads them
+            try:
+                item.properties = _properties.decode(item.properties)
+            except msgspec.DecodeError as exc:
+                return f"properties cannot be checked against the tracking plan: {exc}"
+        event, properties = item.event, item.properties
+        if not isinstance(event, str) or not isinstance(properties, dict):
             return None
         problem = plan.check(event, properties)
-        if problem is None:
-            return None
-        policy = self._unknown if problem == UNKNOWN else self._violations
-        if policy == "allow":
+        policy = "allow" if problem is None else self._policy(problem)
+        if problem is None or policy == "allow":
             return None
         self._count(project, policy)
         if policy == "reject":
@@ -111,3 +119,6 @@ class PlanEnforcer:
         if policy == "flag":
             properties["$plan_violation"] = problem
         return None
+
+    def _policy(self, problem: str) -> str:
+        return self._unknown if problem == UNKNOWN else self._violations

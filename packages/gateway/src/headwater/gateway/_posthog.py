@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ._body import GZIP_MAGIC, gunzip
+from ._body import GZIP_MAGIC, gunzip, utf8_problem
 from ._errors import BadPayload, UnsupportedMediaType
 from ._events import Incoming, Invalid, now, parse_sent_at
 
@@ -62,6 +62,8 @@ def parse_posthog(text: bytes) -> PostHogBody:
         document = _json.decode(text)
     except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
         raise BadPayload(f"body is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
     envelope: dict[str, Any] = {}
     if isinstance(document, dict) and isinstance(document.get("batch"), list):
         envelope, events = document, document["batch"]

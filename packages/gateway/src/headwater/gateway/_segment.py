@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from ._body import utf8_problem
 from ._errors import BadPayload
 from ._events import Incoming, Invalid, id_from, parse_sent_at
 
@@ -47,6 +48,8 @@ def parse_segment(text: bytes, *, kind: str | None) -> SegmentBody:
         document = _json.decode(text)
     except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
         raise BadPayload(f"body is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
     if not isinstance(document, dict):
         raise BadPayload("body must be a JSON object")
     if kind is None:

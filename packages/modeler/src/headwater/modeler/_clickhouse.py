@@ -97,6 +97,8 @@ class ClickHouse:
             "date_time_input_format": "best_effort",
             # a backfill or a late batch may span many monthly partitions in one block
             "max_partitions_per_insert_block": 0,
+            # an object where a String column is expected is kept as its JSON text
+            "input_format_json_read_objects_as_strings": 1,
         }
         if token is not None:
             settings["insert_deduplication_token"] = token
