@@ -15,7 +15,7 @@ MAX_NAME_LENGTH = 200
 MAX_FUTURE = timedelta(hours=23)
 MAX_SHOWN = 80  # characters of a rejected value quoted in its reason
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # DateTime64's lower bound
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")  # Headwater's UUIDv5 namespace
@@ -97,9 +97,18 @@ class Context(msgspec.Struct, kw_only=True):
     received_at: datetime
     sent_at: datetime | None
     max_event_bytes: int
+    # derived once per request: what every event's time is corrected by, and its bound
+    skew: timedelta = timedelta(0)
+    latest: datetime = EARLIEST
+
+    def __post_init__(self) -> None:
+        if self.sent_at is not None:
+            self.skew = self.received_at - self.sent_at  # the device's clock skew
+        self.latest = self.received_at + MAX_FUTURE
 
 
 _properties_encoder = msgspec.json.Encoder()
+_OBJECTS = (dict, msgspec.Raw)  # a Raw is an object's text (`_native` checks it)
 
 
 def to_row(incoming: Incoming, ctx: Context) -> EventRow | str:
@@ -135,18 +144,31 @@ def to_row(incoming: Incoming, ctx: Context) -> EventRow | str:
 
 
 def _envelope_problem(incoming: Incoming, ctx: Context) -> str | None:
-    for field, value in (("event", incoming.event), ("distinct_id", incoming.distinct_id)):
-        if not isinstance(value, str) or not value:
-            return f"{field} is required and must be a non-empty string"
-        if len(value) > MAX_NAME_LENGTH:
-            return f"{field} is {len(value)} characters, over {MAX_NAME_LENGTH}"
-        if "\x00" in value:
-            return f"{field} contains a NUL character"
-    if not isinstance(incoming.properties, dict | msgspec.Raw):  # a Raw is an object's
+    event, distinct_id = incoming.event, incoming.distinct_id
+    if not (  # what nearly every event is, checked at once
+        type(event) is str
+        and type(distinct_id) is str
+        and 0 < len(event) <= MAX_NAME_LENGTH
+        and 0 < len(distinct_id) <= MAX_NAME_LENGTH
+        and "\x00" not in event
+        and "\x00" not in distinct_id
+    ):
+        return _name_problem("event", event) or _name_problem("distinct_id", distinct_id)
+    if not isinstance(incoming.properties, _OBJECTS):
         return "properties must be a JSON object"
     size = incoming.size_over(ctx.max_event_bytes)
     if size is not None:
         return f"event is {size} bytes, over the limit of {ctx.max_event_bytes}"
+    return None
+
+
+def _name_problem(field: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return f"{field} is required and must be a non-empty string"
+    if len(value) > MAX_NAME_LENGTH:
+        return f"{field} is {len(value)} characters, over {MAX_NAME_LENGTH}"
+    if "\x00" in value:
+        return f"{field} contains a NUL character"
     return None
 
 
@@ -173,17 +195,20 @@ def _timestamp(value: Any, ctx: Context) -> datetime | str:
     """The clock-skew corrected time of an event, or the reason it has none."""
     if value is None or value == "":
         return ctx.received_at
-    parsed = _parse_time(value)
+    aware = type(value) is datetime and value.tzinfo is not None  # as msgspec reads most
+    parsed = value if aware else _parse_time(value)
     if parsed is None:
         return f"timestamp {_shown(value)} is not an ISO 8601 date-time"
-    since_epoch = parsed - _EPOCH  # a timedelta: no overflow, whatever the skew
-    if ctx.sent_at is not None:
-        since_epoch += ctx.received_at - ctx.sent_at  # the device's clock skew
-    if since_epoch > ctx.received_at + MAX_FUTURE - _EPOCH:
+    try:
+        corrected = parsed + ctx.skew
+    except OverflowError:  # past the year 9999 or before the year 1: as far as it goes
+        corrected = _LAST if ctx.skew > timedelta(0) else _FIRST
+    if corrected > ctx.latest:
         return ctx.received_at
-    if since_epoch < EARLIEST - _EPOCH:
+    if corrected < EARLIEST:
         return f"timestamp {_shown(value)} is before {EARLIEST:%Y-%m-%d}, the earliest kept"
-    corrected = _EPOCH + since_epoch
+    if corrected.tzinfo is not UTC:
+        corrected = corrected.astimezone(UTC)
     # The column keeps milliseconds: so must everything that reports or forwards the row.
     if corrected.microsecond % 1000:
         return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
