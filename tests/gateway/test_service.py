@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import date
 from pathlib import Path
@@ -83,7 +84,14 @@ def test_request_ids_are_echoed_or_made(start_gateway: GatewayFactory) -> None:
         httpx.get(f"{gw.url}/healthz", headers={"X-Request-Id": "abc123"}).headers["x-request-id"]
         == "abc123"
     )
-    assert len(httpx.get(f"{gw.url}/healthz").headers["x-request-id"]) == 32
+    made = [
+        httpx.get(f"{gw.url}/healthz").headers["x-request-id"],
+        httpx.get(f"{gw.url}/healthz").headers["x-request-id"],
+        httpx.post(f"{gw.url}/v1/events", json={}).headers["x-request-id"],  # the fast path
+        httpx.post(f"{gw.url}/v1/events", json={}).headers["x-request-id"],
+    ]
+    assert all(re.fullmatch("[0-9a-f]{32}", rid) for rid in made), made
+    assert len(set(made)) == 4
 
 
 def test_unknown_write_key_is_a_401_naming_it(start_gateway: GatewayFactory) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ from litestar.types import (
 )
 
 from ._errors import RequestError, Unavailable
-from ._logging import log_access, request_id
+from ._logging import log_access, new_request_id, request_id
 
 if TYPE_CHECKING:
     from ._app import Handlers
@@ -65,7 +64,7 @@ class NativeFastPath:
         if b"origin" in headers:  # a browser's: Litestar adds the CORS headers
             await self.litestar(scope, receive, send)
             return
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()
         try:

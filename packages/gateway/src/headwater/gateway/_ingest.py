@@ -89,8 +89,10 @@ class Ingestor:
         if dead and keep_rejected:
             await self.dead_letters(dead)
         counters.accepted.inc(len(fresh))
-        counters.duplicates.inc(duplicates)
-        counters.rejected.inc(len(rejected))
+        if duplicates:  # each increment takes a lock: none for what did not happen
+            counters.duplicates.inc(duplicates)
+        if rejected:
+            counters.rejected.inc(len(rejected))
         self._forwarder.forward(fresh)
         return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 
