@@ -409,6 +409,15 @@ def test_missing_or_unknown_key_is_401(
             400,
             "body is not UTF-8: invalid start byte at byte 11",
         ),
+        (  # a form's `data=` is the bytes it percent-encodes, UTF-8 or not
+            {
+                "content": b"data=%E2%82%AC",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            },
+            400,
+            "body is not JSON: Input data was truncated",
+        ),
+        ({"params": {"data": "€"}}, 400, "body is not JSON: Input data was truncated"),
         (
             {"params": {"compression": "lz64"}, "content": b"x"},
             415,

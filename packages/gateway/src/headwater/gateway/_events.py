@@ -101,9 +101,9 @@ class Context(msgspec.Struct, kw_only=True):
     skew: timedelta = timedelta(0)
     latest: datetime = EARLIEST
 
-    def __post_init__(self) -> None:
-        if self.sent_at is not None:
-            self.skew = self.received_at - self.sent_at  # the device's clock skew
+    def __post_init__(self) -> None:  # whatever was passed for them
+        # the device's clock skew
+        self.skew = timedelta(0) if self.sent_at is None else self.received_at - self.sent_at
         self.latest = self.received_at + MAX_FUTURE
 
 
@@ -153,7 +153,9 @@ def _envelope_problem(incoming: Incoming, ctx: Context) -> str | None:
         and "\x00" not in event
         and "\x00" not in distinct_id
     ):
-        return _name_problem("event", event) or _name_problem("distinct_id", distinct_id)
+        problem = _name_problem("event", event) or _name_problem("distinct_id", distinct_id)
+        if problem is not None:
+            return problem
     if not isinstance(incoming.properties, _OBJECTS):
         return "properties must be a JSON object"
     size = incoming.size_over(ctx.max_event_bytes)

@@ -85,8 +85,10 @@ class Forwarder:
         """Queue stored rows for PostHog; never blocks (a full queue drops and counts)."""
         if not self.enabled or not rows:
             return
+        # A row's properties may be a view of its request's body: a copy lets the body go.
+        detached = [msgspec.structs.replace(row, properties=row.properties.copy()) for row in rows]
         try:
-            self._queue.put_nowait(list(rows))
+            self._queue.put_nowait(detached)
         except queue.Full:
             self._metrics.forward_dropped.inc(len(rows))
 

@@ -54,7 +54,7 @@ class _Batch(msgspec.Struct, kw_only=True):
     """`headwater.sdk.Batch` of `_Message`s."""
 
     batch: list[_Track | _Identify | _Alias]
-    sent_at: datetime | None = None
+    sent_at: Any = None  # read by `parse_sent_at`, as when messages are read one by one
     lib: str = ""
 
 

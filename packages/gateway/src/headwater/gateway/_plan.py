@@ -104,8 +104,8 @@ class PlanEnforcer:
         if isinstance(item.properties, msgspec.Raw):  # kept as sent until a plan reads them
             try:
                 item.properties = _properties.decode(item.properties)
-            except msgspec.DecodeError as exc:
-                return f"properties cannot be checked against the tracking plan: {exc}"
+            except msgspec.DecodeError as exc:  # valid JSON Python cannot hold (1e999)
+                return self._unreadable(project, item.event, exc)
         event, properties = item.event, item.properties
         if not isinstance(event, str) or not isinstance(properties, dict):
             return None
@@ -118,6 +118,16 @@ class PlanEnforcer:
             return f"tracking plan: {problem}"
         if policy == "flag":
             properties["$plan_violation"] = problem
+        return None
+
+    def _unreadable(self, project: str, event: object, exc: Exception) -> str | None:
+        """Properties the plan cannot read break it (a `$` event is not its business); a
+        policy other than `reject` stores them as sent (`flag` has no object to mark)."""
+        if not isinstance(event, str) or event.startswith("$") or self._violations == "allow":
+            return None
+        self._count(project, self._violations)
+        if self._violations == "reject":
+            return f"tracking plan: properties cannot be read: {exc}"
         return None
 
     def _policy(self, problem: str) -> str:

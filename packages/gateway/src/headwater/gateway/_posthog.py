@@ -33,11 +33,11 @@ def unwrap(body: bytes, *, query: dict[str, str], content_type: str, limit: int)
     """The JSON text of a capture request: form or query `data=`, base64, gzip, or plain."""
     compression = query.get("compression", "")
     if content_type.startswith("application/x-www-form-urlencoded"):
-        form = parse_qs(body.decode("latin-1"))
+        form = parse_qs(body.decode("latin-1"), encoding="latin-1")  # bytes as they came
         compression = form.get("compression", [compression])[0]
         body = form.get("data", [""])[0].encode("latin-1")
     if not body and query.get("data"):
-        body = query["data"].encode("latin-1")
+        body = query["data"].encode()  # the framework read the query as UTF-8
     if compression in ("gzip", "gzip-js") or body[:2] == GZIP_MAGIC:
         return gunzip(body, limit=limit)
     if compression not in ("", "base64"):
