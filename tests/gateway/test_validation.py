@@ -17,6 +17,7 @@ import msgspec
 import pytest
 
 from headwater.gateway import Settings, _native
+from headwater.gateway._events import Context, Incoming, now, to_row
 from headwater.sdk import _wire
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
@@ -718,3 +719,31 @@ def test_the_gateway_reads_every_field_and_kind_of_the_sdks_messages() -> None:
     assert [f.name for f in msgspec.structs.fields(_native._Batch)] == [
         f.name for f in msgspec.structs.fields(_wire.Batch)
     ]
+
+
+def test_a_name_of_a_str_subclass_still_gets_every_check() -> None:
+    class Name(str):
+        pass
+
+    ctx = Context(
+        project="p", source="native", lib="", received_at=now(), sent_at=None, max_event_bytes=9
+    )
+    listed = Incoming(event=Name("e"), distinct_id="d", properties=[1])
+    big = Incoming(event=Name("e"), distinct_id="d", properties={}, raw=b"x" * 10)
+    assert to_row(listed, ctx) == "properties must be a JSON object"
+    assert to_row(big, ctx) == "event is 10 bytes, over the limit of 9"
+
+
+def test_a_context_derives_its_clock_skew_whatever_was_passed() -> None:
+    at = now()
+    ctx = Context(
+        project="p",
+        source="native",
+        lib="",
+        received_at=at,
+        sent_at=at - timedelta(hours=1),
+        max_event_bytes=1,
+        skew=timedelta(days=5),
+    )
+    assert (ctx.skew, ctx.latest) == (timedelta(hours=1), at + timedelta(hours=23))
+    assert msgspec.structs.replace(ctx, sent_at=None).skew == timedelta(0)

@@ -163,7 +163,11 @@ def _envelope(body: bytes, fmt: str) -> _Envelope:
 
 
 def _json_events(body: bytes) -> list[bytes]:
-    return [bytes(raw) for raw in _decoders["json"][0].decode(body).batch]
+    """Each event's text, cut out of a body that decoded whole."""
+    try:
+        return [bytes(raw) for raw in _decoders["json"][0].decode(body).batch]
+    except RecursionError as exc:  # read deeper in the stack than the first time
+        raise BadPayload("body is not a json batch: it is nested too deeply") from exc
 
 
 def _message(raw: bytes, fmt: str) -> Incoming | Invalid:
