@@ -105,13 +105,19 @@ class Forwarder:
                     self._send(target, batch[start : start + self._batch_size])
 
     def _send(self, target: tuple[str, str], rows: list[EventRow]) -> None:
-        messages = []
+        messages, unreadable = [], []
         for row in rows:
             try:
                 messages.append(posthog_message(row))
             except msgspec.DecodeError as exc:  # JSON Python cannot hold, e.g. 1e999
-                logger.warning("event %s not forwarded to PostHog: %s", row.event_id, exc)
-                self._metrics.forward_failed.inc()
+                unreadable.append(f"{row.event_id} ({exc})")
+        if unreadable:  # one line per batch, not one per event
+            self._metrics.forward_failed.inc(len(unreadable))
+            logger.warning(
+                "%d events not forwarded to PostHog, their properties unreadable: %s",
+                len(unreadable),
+                ", ".join(unreadable[:5]) + (", …" if len(unreadable) > 5 else ""),
+            )
         if not messages:
             return
         for attempt in range(self._attempts):
