@@ -1,14 +1,18 @@
-"""Reading a request body within limits: size, time, and decompression."""
+"""Reading a request body within limits: size, time, decompression, and its JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
 
 from ._errors import BadPayload, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 GZIP_MAGIC = b"\x1f\x8b"
+_json = msgspec.json.Decoder()
 
 
 async def read_body(chunks: AsyncIterator[bytes], *, limit: int, timeout: float) -> bytes:
@@ -73,3 +77,13 @@ def utf8_problem(text: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"{exc.reason} at byte {exc.start}"
     return None
+
+
+def decode_json(text: bytes) -> Any:
+    """The JSON document of a body; a 400 naming what is wrong with it."""
+    try:
+        return _json.decode(text)
+    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
+        raise BadPayload(f"body is not JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc

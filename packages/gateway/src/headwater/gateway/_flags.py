@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from ._body import utf8_problem
+from ._body import decode_json
 from ._errors import BadPayload
 from ._posthog import KEY_FIELDS
 
@@ -26,7 +26,6 @@ logger = logging.getLogger("headwater.gateway")
 
 FLAGS_PATHS = [f"{base}{slash}" for base in ("/flags", "/decide") for slash in ("", "/")]
 
-_json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
 
 # The gateway's own answers: no flag is on, in both shapes, for every SDK version: `flags`
@@ -45,12 +44,7 @@ class FlagsRequest(msgspec.Struct, kw_only=True):
 
 
 def parse_flags(text: bytes) -> FlagsRequest:
-    try:
-        document = _json.decode(text)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadPayload(f"body is not JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
+    document = decode_json(text)
     if not isinstance(document, dict):
         raise BadPayload("a flags request must be a JSON object")
     named = (document.get(field) for field in KEY_FIELDS)

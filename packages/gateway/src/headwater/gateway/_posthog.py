@@ -11,11 +11,10 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from ._body import GZIP_MAGIC, gunzip, utf8_problem
+from ._body import GZIP_MAGIC, decode_json, gunzip
 from ._errors import BadPayload, UnsupportedMediaType
 from ._events import Incoming, Invalid, now, parse_sent_at
 
-_json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
 KEY_FIELDS = ("api_key", "token", "$token")  # where a PostHog SDK names its project key
 
@@ -58,12 +57,7 @@ def _base64(data: bytes) -> bytes:
 
 def parse_posthog(text: bytes) -> PostHogBody:
     """The events of a capture body: one event, an array, or `{api_key|token, batch, sent_at}`."""
-    try:
-        document = _json.decode(text)
-    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
-        raise BadPayload(f"body is not JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
+    document = decode_json(text)
     envelope: dict[str, Any] = {}
     if isinstance(document, dict) and isinstance(document.get("batch"), list):
         envelope, events = document, document["batch"]

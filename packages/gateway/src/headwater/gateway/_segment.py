@@ -11,11 +11,10 @@ from typing import Any
 
 import msgspec
 
-from ._body import utf8_problem
+from ._body import decode_json
 from ._errors import BadPayload
 from ._events import Incoming, Invalid, id_from, parse_sent_at
 
-_json = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder()
 
 KINDS = ("track", "identify", "page", "screen", "alias", "group")
@@ -44,12 +43,7 @@ def basic_auth_user(header: str | None) -> str | None:
 
 def parse_segment(text: bytes, *, kind: str | None) -> SegmentBody:
     """Events of a body: `{batch: [...]}` for `/v1/batch`, one message for the others."""
-    try:
-        document = _json.decode(text)
-    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
-        raise BadPayload(f"body is not JSON: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc
+    document = decode_json(text)
     if not isinstance(document, dict):
         raise BadPayload("body must be a JSON object")
     if kind is None:
