@@ -311,12 +311,16 @@ def check_answer(response: httpx.Response, statuses: Counter[int]) -> None:
         assert isinstance(response.json()["error"], str)
 
 
+class _Messages(msgspec.Struct):
+    batch: list[msgspec.Raw]
+
+
 def _decoded(body: bytes, headers: dict[str, str]) -> Any:
     """What the gateway read from a body it took."""
     if headers.get("Content-Encoding") == "gzip":
         body = gzip.decompress(body)
-    if "msgpack" in headers.get("Content-Type", ""):
-        return msgspec.msgpack.decode(body)
+    if "msgpack" in headers.get("Content-Type", ""):  # messages left whole, as the gateway
+        return {"batch": msgspec.msgpack.decode(body, type=_Messages).batch}  # reads them first
     return json.loads(body.decode("utf-8", "replace"))  # a byte that is no UTF-8: in a string
 
 
