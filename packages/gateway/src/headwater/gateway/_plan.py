@@ -99,36 +99,29 @@ class PlanEnforcer:
     def review(self, project: str, item: Incoming) -> str | None:
         """The reason to refuse the event, or None (a flagged event's properties gain a key)."""
         plan = self._plans.get(project)
-        if plan is None:
+        if plan is None or not isinstance(item.event, str):
             return None
         if isinstance(item.properties, msgspec.Raw):  # kept as sent until a plan reads them
             try:
                 item.properties = _properties.decode(item.properties)
             except msgspec.DecodeError as exc:  # valid JSON Python cannot hold (1e999)
-                return self._unreadable(project, item.event, exc)
-        event, properties = item.event, item.properties
-        if not isinstance(event, str) or not isinstance(properties, dict):
+                if item.event.startswith("$"):  # not the plan's business
+                    return None
+                return self._apply(project, f"properties cannot be read: {exc}", None)
+        if not isinstance(item.properties, dict):
             return None
-        problem = plan.check(event, properties)
-        policy = "allow" if problem is None else self._policy(problem)
-        if problem is None or policy == "allow":
+        problem = plan.check(item.event, item.properties)
+        return None if problem is None else self._apply(project, problem, item.properties)
+
+    def _apply(self, project: str, problem: str, properties: dict[str, Any] | None) -> str | None:
+        """The policy for `problem`: the reason to refuse, or None once counted or flagged
+        (properties the plan could not read have no object to flag: stored as sent)."""
+        policy = self._unknown if problem == UNKNOWN else self._violations
+        if policy == "allow":
             return None
         self._count(project, policy)
         if policy == "reject":
             return f"tracking plan: {problem}"
-        if policy == "flag":
+        if policy == "flag" and properties is not None:
             properties["$plan_violation"] = problem
         return None
-
-    def _unreadable(self, project: str, event: object, exc: Exception) -> str | None:
-        """Properties the plan cannot read break it (a `$` event is not its business); a
-        policy other than `reject` stores them as sent (`flag` has no object to mark)."""
-        if not isinstance(event, str) or event.startswith("$") or self._violations == "allow":
-            return None
-        self._count(project, self._violations)
-        if self._violations == "reject":
-            return f"tracking plan: properties cannot be read: {exc}"
-        return None
-
-    def _policy(self, problem: str) -> str:
-        return self._unknown if problem == UNKNOWN else self._violations
