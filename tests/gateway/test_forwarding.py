@@ -120,3 +120,53 @@ def test_an_event_python_cannot_read_is_stored_but_not_forwarded(
     assert [(e["uuid"], e["properties"]) for e in forwarded] == [(fine, {"n": 1})]
     assert metric(gw.url, "headwater_forward_failed_total") == 1.0
     assert metric(gw.url, "headwater_forward_sent_total") == 1.0
+
+
+def test_each_project_forwards_to_its_own_posthog(start_gateway: GatewayFactory) -> None:
+    """`posthog_projects`: a project's own PostHog, or none; the rest go to the default."""
+    with posthog_standin() as default, posthog_standin() as own:
+        gw = start_gateway(
+            write_keys={WRITE_KEY: "proj", "other-key": "other", "quiet-key": "quiet"},
+            posthog_host=default.url,
+            posthog_api_key="phc_default",
+            posthog_projects={
+                "other": own.url.replace("://", "://phc_other@"),
+                "quiet": "off",
+            },
+        )
+        sent = {}
+        for key in (WRITE_KEY, "other-key", "quiet-key"):
+            event_id = str(uuid.uuid4())
+            body = {
+                "batch": [{"type": "track", "event": "e", "distinct_id": key, "event_id": event_id}]
+            }
+            answer = httpx.post(
+                f"{gw.url}/v1/events", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert answer.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+            sent[key] = event_id
+        gw.gateway.forwarder.stop(timeout=20)
+        flags = {
+            key: httpx.post(f"{gw.url}/flags/?v=2", json={"token": key, "distinct_id": "u"}).json()
+            for key in ("other-key", "quiet-key")
+        }
+    stored = dict(gw.rows("SELECT toString(event_id), project FROM {db}.events"))
+    assert stored == {
+        sent[WRITE_KEY]: "proj",
+        sent["other-key"]: "other",
+        sent["quiet-key"]: "quiet",
+    }
+    assert [(b["api_key"], [e["uuid"] for e in b["batch"]]) for b in default.bodies] == [
+        ("phc_default", [sent[WRITE_KEY]])
+    ]
+    assert [(b["api_key"], [e["uuid"] for e in b["batch"]]) for b in own.bodies] == [
+        ("phc_other", [sent["other-key"]])
+    ]
+    assert metric(gw.url, "headwater_forward_sent_total") == 2.0
+    # flags follow the events: the project's own PostHog under its key, or none at all
+    assert [(body["token"], body["distinct_id"]) for _, body, _ in own.flag_requests] == [
+        ("phc_other", "u")
+    ]
+    assert default.flag_requests == []
+    assert flags["quiet-key"]["flags"] == {}
+    assert flags["quiet-key"]["errorsWhileComputingFlags"] is False

@@ -8,6 +8,7 @@ import re
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from headwater.gateway import ClickHouse, ConfigError, Settings, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
 from headwater.gateway._committer import GroupCommitter, InsertBlock
+from headwater.gateway._settings import PostHogTarget
 from headwater.gateway._sink import ClickHouseSink
 
 from .conftest import GatewayFactory, RunningGateway
@@ -242,3 +244,63 @@ def test_a_project_name_with_a_space_or_newline_is_refused() -> None:
         assert str(raised.value) == (
             f"HEADWATER_WRITE_KEYS: project name {name!r} must be printable, without spaces"
         )
+
+
+def test_posthog_projects_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "HEADWATER_CLICKHOUSE_URL": "chdb:///tmp/x",
+            "HEADWATER_WRITE_KEYS": "k1:shop,k2:blog,k3:docs,k4:news",
+            "HEADWATER_POSTHOG_HOST": "https://us.i.posthog.com",
+            "HEADWATER_POSTHOG_API_KEY": "phc_default",
+            "HEADWATER_POSTHOG_PROJECTS": (
+                "shop:https://phc_shop@eu.i.posthog.com/ingest, blog:phc_blog, docs:off"
+            ),
+        }
+    )
+    assert settings.posthog_targets() == {
+        "shop": PostHogTarget("https://eu.i.posthog.com/ingest", "phc_shop"),
+        "blog": PostHogTarget("https://us.i.posthog.com", "phc_blog"),
+        "docs": None,
+    }
+    assert settings.posthog_default == PostHogTarget("https://us.i.posthog.com", "phc_default")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"posthog_projects": {"typo": "off"}},
+            "HEADWATER_POSTHOG_PROJECTS: project 'typo' has no write key (HEADWATER_WRITE_KEYS)",
+        ),
+        (
+            {"posthog_projects": {"shop": "phc_shop"}},
+            "HEADWATER_POSTHOG_PROJECTS: project 'shop' names an API key alone, and"
+            " HEADWATER_POSTHOG_HOST is unset: give https://<api key>@<host>",
+        ),
+        (
+            {"posthog_projects": {"shop": "https://eu.i.posthog.com"}},
+            "HEADWATER_POSTHOG_PROJECTS: project 'shop': the URL must carry the API key,"
+            " https://<api key>@<host>",
+        ),
+        (
+            {"posthog_projects": {"shop": "ftp://phc_shop@eu.i.posthog.com"}},
+            "HEADWATER_POSTHOG_PROJECTS: project 'shop': the URL must be https://<api key>@<host>",
+        ),
+        (
+            {"posthog_host": "https://us.i.posthog.com"},
+            "HEADWATER_POSTHOG_API_KEY is unset: forwarding needs HEADWATER_POSTHOG_HOST"
+            " and _API_KEY both",
+        ),
+        (
+            {"posthog_flags_timeout_seconds": 0},
+            "HEADWATER_POSTHOG_FLAGS_TIMEOUT_SECONDS must be positive",
+        ),
+    ],
+)
+def test_a_posthog_target_that_does_not_read_stops_start_up(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings(clickhouse_url="chdb:///tmp/x", write_keys={"key": "shop"}, **values)
+    assert str(raised.value) == message

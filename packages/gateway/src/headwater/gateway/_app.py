@@ -182,15 +182,16 @@ class Handlers:
         """PostHog's feature flags for the request's user: PostHog's answer, or none."""
         text = await self._posthog_text(request, limit=self.settings.max_single_body_bytes)
         asked = parse_flags(text)
-        self._project(asked.key)
+        posthog = self.gateway.forwarder.target(self._project(asked.key))
         proxy = self.gateway.flags
         counted = self.gateway.metrics.flags
-        if proxy is None:
+        if proxy is None or posthog is None:
             counted.labels("none").inc()
             return Response(NO_FLAGS, status_code=200, media_type="application/json")
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         query = request.scope.get("query_string", b"").decode("latin-1")
         answer = await proxy.ask(
+            posthog,
             path,
             parse_qsl(query, keep_blank_values=True),  # in the order sent
             asked,

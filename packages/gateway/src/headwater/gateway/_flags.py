@@ -1,9 +1,10 @@
 """PostHog's feature flags (`/flags`, `/decide`) for senders pointed at the gateway.
 
 posthog-js asks for flags when it starts, and posthog-python and posthog-node when a
-flag is read. With PostHog configured (`HEADWATER_POSTHOG_HOST` and `_API_KEY`, where
-events are forwarded), the request goes on to PostHog under its project key, so the
-flags a site reads are PostHog's for the same users. Without it, every flag is off.
+flag is read. When the write key's project forwards its events to PostHog
+(`HEADWATER_POSTHOG_HOST` and `_API_KEY`, or its own `HEADWATER_POSTHOG_PROJECTS`), the
+request goes on to that PostHog under its project key, so the flags a site reads are
+PostHog's for the same users. Otherwise every flag is off.
 Flags never touch ingestion: a PostHog that is slow or down answers "no flags, with
 errors" after `timeout` seconds, which the SDKs take as "keep what you had".
 """
@@ -21,6 +22,7 @@ import msgspec
 from ._body import decode_json
 from ._errors import BadPayload
 from ._posthog import KEY_FIELDS
+from ._settings import PostHogTarget
 
 logger = logging.getLogger("headwater.gateway")
 
@@ -54,7 +56,7 @@ def parse_flags(text: bytes) -> FlagsRequest:
 
 
 class FlagsProxy:
-    """Asks PostHog at `host`, under `api_key`, what a flags request asked the gateway.
+    """Asks a project's PostHog, under its API key, what a flags request asked the gateway.
 
     PostHog gets the request's JSON as plain JSON, with PostHog's key in place of the
     gateway's wherever the request named it, and the request's query without what only
@@ -62,14 +64,13 @@ class FlagsProxy:
     (in all) is passed on; for anything else `ask` has no answer.
     """
 
-    def __init__(self, host: str, api_key: str, *, timeout: float = 3.0) -> None:
-        self._host = host.rstrip("/")
-        self._api_key = api_key
+    def __init__(self, *, timeout: float = 3.0) -> None:
         self._timeout = timeout
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def ask(
         self,
+        posthog: PostHogTarget,
         path: str,
         query: Sequence[tuple[str, str]],
         request: FlagsRequest,
@@ -79,7 +80,7 @@ class FlagsProxy:
         """PostHog's JSON answer; None when there is none (`NO_FLAGS_WITH_ERRORS`)."""
         document = {
             **request.document,
-            **{field: self._api_key for field in KEY_FIELDS if field in request.document},
+            **{field: posthog.api_key for field in KEY_FIELDS if field in request.document},
         }
         kept = tuple((name, value) for name, value in query if name not in _GATEWAY_PARAMETERS)
         headers = {"Content-Type": "application/json"}
@@ -88,7 +89,7 @@ class FlagsProxy:
         try:
             async with asyncio.timeout(self._timeout):
                 answer = await self._client.post(
-                    f"{self._host}{path}",
+                    posthog.host.rstrip("/") + path,
                     params=kept,
                     content=_encode.encode(document),
                     headers=headers,

@@ -20,6 +20,7 @@ from posthog.request import batch_post
 
 from ._events import EventRow
 from ._metrics import Metrics
+from ._settings import PostHogTarget
 
 logger = logging.getLogger("headwater.gateway")
 
@@ -51,13 +52,13 @@ def posthog_message(row: EventRow) -> dict[str, Any]:
 
 
 class Forwarder:
-    """Sends rows of each project to its PostHog (host, api_key) from a background thread."""
+    """Sends rows of each project to its PostHog (`targets`, else `default`) from a thread."""
 
     def __init__(
         self,
-        targets: dict[str, tuple[str, str]],
+        targets: dict[str, PostHogTarget | None],
         *,
-        default: tuple[str, str] | None,
+        default: PostHogTarget | None,
         metrics: Metrics,
         queue_size: int,
         post: Post = posthog_post,
@@ -75,7 +76,8 @@ class Forwarder:
 
     @property
     def enabled(self) -> bool:
-        return bool(self._targets) or self._default is not None
+        """Whether any project's events go to a PostHog."""
+        return self._default is not None or any(self._targets.values())
 
     def start(self) -> None:
         if self.enabled:
@@ -92,19 +94,20 @@ class Forwarder:
         except queue.Full:
             self._metrics.forward_dropped.inc(len(rows))
 
-    def _target(self, project: str) -> tuple[str, str] | None:
+    def target(self, project: str) -> PostHogTarget | None:
+        """The PostHog of `project`'s events; None: they are not forwarded."""
         return self._targets.get(project, self._default)
 
     def _run(self) -> None:
         while (rows := self._queue.get()) is not None:
             for project, batch in _by_project(rows).items():
-                target = self._target(project)
+                target = self.target(project)
                 if target is None:
                     continue
                 for start in range(0, len(batch), self._batch_size):
                     self._send(target, batch[start : start + self._batch_size])
 
-    def _send(self, target: tuple[str, str], rows: list[EventRow]) -> None:
+    def _send(self, target: PostHogTarget, rows: list[EventRow]) -> None:
         messages, unreadable = [], []
         for row in rows:
             try:
@@ -122,7 +125,7 @@ class Forwarder:
             return
         for attempt in range(self._attempts):
             try:
-                self._post(target[0], target[1], messages)
+                self._post(target.host, target.api_key, messages)
             except Exception as exc:  # the posthog library raises APIError, requests errors …  # noqa: BLE001
                 logger.warning("forwarding %d events to PostHog failed: %s", len(messages), exc)
                 time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter

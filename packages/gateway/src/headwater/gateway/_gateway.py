@@ -53,16 +53,16 @@ class Gateway:
         self._owns_clickhouse = clickhouse is None
         self._clickhouse = clickhouse
         self.dedupe = dedupe or _dedupe_store(settings)
-        default = (settings.posthog_host, settings.posthog_api_key)
-        # Flags requests go to the PostHog that events are forwarded to (none: no flags).
-        self.flags = FlagsProxy(*default) if all(default) else None
         self.forwarder = Forwarder(
-            {},
-            default=default if all(default) else None,
+            settings.posthog_targets(),
+            default=settings.posthog_default,
             metrics=self.metrics,
             queue_size=settings.forward_queue_size,
             post=posthog,
         )
+        # A flags request goes to the PostHog its project's events go to (none: no flags).
+        timeout = settings.posthog_flags_timeout_seconds
+        self.flags = FlagsProxy(timeout=timeout) if self.forwarder.enabled else None
         self.plans = PlanEnforcer.from_files(
             settings.tracking_plans,
             violations=settings.tracking_policy,

@@ -12,8 +12,8 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
@@ -34,6 +34,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_keys: dict[str, str] = msgspec.field(default_factory=dict)
     posthog_host: str = ""
     posthog_api_key: str = ""
+    # project → its own PostHog: "https://<api key>@<host>", an API key alone (at
+    # `posthog_host`), or "off" (not forwarded); other projects go to the default above
+    posthog_projects: dict[str, str] = msgspec.field(default_factory=dict)
+    posthog_flags_timeout_seconds: float = 3.0
     dedupe_ttl_seconds: int = 7 * 24 * 3600
     dedupe_pending_seconds: int = 60
     max_batch_body_bytes: int = 20_000_000
@@ -81,9 +85,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     f"HEADWATER_CORS_ORIGINS: {origin!r} is not an origin like"
                     " https://app.example.com (or * for any)"
                 )
+        self._check_posthog()
         for name in ("commit_max_rows", "commit_max_bytes", "commit_queue_rows", "max_event_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
+
+    def _check_posthog(self) -> None:
+        if bool(self.posthog_host) != bool(self.posthog_api_key):
+            unset = "HEADWATER_POSTHOG_API_KEY" if self.posthog_host else "HEADWATER_POSTHOG_HOST"
+            raise ConfigError(
+                f"{unset} is unset: forwarding needs HEADWATER_POSTHOG_HOST and _API_KEY both"
+            )
+        self.posthog_targets()  # a target that does not read is an error at start-up
+        if self.posthog_flags_timeout_seconds <= 0:
+            raise ConfigError("HEADWATER_POSTHOG_FLAGS_TIMEOUT_SECONDS must be positive")
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -94,6 +109,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def embedded(self) -> bool:
         """Whether ClickHouse runs in this process (chDB)."""
         return self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def posthog_default(self) -> PostHogTarget | None:
+        """Where events of a project without a target of its own are forwarded."""
+        if not self.posthog_host:
+            return None
+        return PostHogTarget(self.posthog_host, self.posthog_api_key)
+
+    def posthog_targets(self) -> dict[str, PostHogTarget | None]:
+        """`posthog_projects` read: each project's PostHog, None for "off"."""
+        projects = set(self.write_keys.values())
+        targets: dict[str, PostHogTarget | None] = {}
+        for project, target in self.posthog_projects.items():
+            where = f"HEADWATER_POSTHOG_PROJECTS: project {project!r}"
+            if project not in projects:
+                raise ConfigError(f"{where} has no write key (HEADWATER_WRITE_KEYS)")
+            targets[project] = _posthog_target(where, target.strip(), self.posthog_host)
+        return targets
 
     def project_for(self, write_key: str) -> str | None:
         """The project a write key belongs to, or None for an unknown key."""
@@ -125,7 +158,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"bad setting: {_name_field(str(exc))}") from exc
 
 
-_PAIRS = {"write_keys": "key1:project1,key2:project2", "tracking_plans": "project1:/plan.json,…"}
+class PostHogTarget(NamedTuple):
+    """A PostHog project: its host and API key."""
+
+    host: str
+    api_key: str
+
+
+def _posthog_target(where: str, target: str, default_host: str) -> PostHogTarget | None:
+    if target == "off":
+        return None
+    if "://" not in target:  # an API key alone: at the default host
+        if not default_host:
+            raise ConfigError(
+                f"{where} names an API key alone, and HEADWATER_POSTHOG_HOST is unset:"
+                " give https://<api key>@<host>"
+            )
+        if not target or any(c.isspace() or c in "/@" for c in target):
+            raise ConfigError(f"{where}: {target!r} is not an API key, a URL or off")
+        return PostHogTarget(default_host, target)
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: the URL must be https://<api key>@<host>")
+    if not parts.username or parts.password is not None:
+        raise ConfigError(f"{where}: the URL must carry the API key, https://<api key>@<host>")
+    host = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return PostHogTarget(host, unquote(parts.username))
+
+
+_PAIRS = {
+    "write_keys": "key1:project1,key2:project2",
+    "tracking_plans": "project1:/plan.json,…",
+    "posthog_projects": "project1:https://<api key>@<host>,project2:off",
+}
 
 
 def _pairs(name: str, raw: str) -> dict[str, str]:
