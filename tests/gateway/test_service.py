@@ -304,3 +304,40 @@ def test_a_posthog_target_that_does_not_read_stops_start_up(
     with pytest.raises(ConfigError) as raised:
         Settings(clickhouse_url="chdb:///tmp/x", write_keys={"key": "shop"}, **values)
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"HEADWATER_CLICKHOUSE_URL": "ftp://me:s3cret@ch.example.com"},
+            "bad setting: HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or"
+            " http(s)://user:pass@host:port/db, got 'ftp://***@ch.example.com'",
+        ),
+        (
+            {"HEADWATER_REDIS_URL": "http://:s3cret@redis.example.com"},
+            "bad setting: HEADWATER_REDIS_URL must be a redis:// URL,"
+            " got 'http://***@redis.example.com'",
+        ),
+        (
+            {"HEADWATER_WRITE_KEYS": "k1:shop,s3cret"},
+            "HEADWATER_WRITE_KEYS must be key1:project1,key2:project2; entry 2 is not",
+        ),
+        (
+            {
+                "HEADWATER_WRITE_KEYS": "k1:shop",
+                "HEADWATER_POSTHOG_HOST": "https://us.i.posthog.com",
+                "HEADWATER_POSTHOG_API_KEY": "phc_default",
+                "HEADWATER_POSTHOG_PROJECTS": "shop:phc s3cret",
+            },
+            "bad setting: HEADWATER_POSTHOG_PROJECTS: project 'shop': neither an API key"
+            " (no spaces, / or @), a URL nor off",
+        ),
+    ],
+)
+def test_a_setting_that_does_not_read_is_named_without_its_secret(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"HEADWATER_CLICKHOUSE_URL": "chdb:///tmp/x", **environ})
+    assert str(raised.value) == message

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
+from headwater.modeler import redact
+
 from ._errors import ConfigError
 
 PREFIX = "HEADWATER_"
@@ -64,10 +66,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(
                 "HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or http(s)://user:pass@host:port/db,"
-                f" got {self.clickhouse_url!r}"
+                f" got {redact(self.clickhouse_url)!r}"
             )
         if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"HEADWATER_REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+            raise ConfigError(
+                f"HEADWATER_REDIS_URL must be a redis:// URL, got {redact(self.redis_url)!r}"
+            )
         if not self.clickhouse_database.replace("_", "").isalnum():
             raise ConfigError(
                 f"HEADWATER_CLICKHOUSE_DATABASE must be letters, digits and _, "
@@ -175,7 +179,7 @@ def _posthog_target(where: str, target: str, default_host: str) -> PostHogTarget
                 " give https://<api key>@<host>"
             )
         if not target or any(c.isspace() or c in "/@" for c in target):
-            raise ConfigError(f"{where}: {target!r} is not an API key, a URL or off")
+            raise ConfigError(f"{where}: neither an API key (no spaces, / or @), a URL nor off")
         return PostHogTarget(default_host, target)
     parts = urlsplit(target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -196,10 +200,12 @@ _PAIRS = {
 def _pairs(name: str, raw: str) -> dict[str, str]:
     """`a:b,c:d` → {a: b, c: d} (split at the first colon, so paths may hold colons)."""
     pairs: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in raw.split(","))):
+    for number, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), 1):
         key, sep, value = pair.partition(":")
-        if not sep or not key or not value:
-            raise ConfigError(f"HEADWATER_{name.upper()} must be {_PAIRS[name]}; {pair!r} is not")
+        if not sep or not key or not value:  # not quoted: it may hold a key
+            raise ConfigError(
+                f"HEADWATER_{name.upper()} must be {_PAIRS[name]}; entry {number} is not"
+            )
         pairs[key] = value
     return pairs
 

@@ -2,7 +2,7 @@
 active users, retention cohorts and funnels, incrementally and idempotently."""
 
 from ._alerts import CheckOutcome
-from ._clickhouse import ClickHouse
+from ._clickhouse import ClickHouse, redact
 from ._config import (
     Accuracy,
     AnyCheck,
@@ -81,6 +81,7 @@ __all__ = [
     "gateway_totals",
     "healthy",
     "pipeline_health",
+    "redact",
     "run_checks",
     "signals",
 ]
