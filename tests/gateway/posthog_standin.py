@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 class PostHogStandIn:
     """Records what arrives at `/batch/`; `status` is what it answers (200 by default).
+    `posts` counts the `/batch/` requests as they arrive; while `answering` is clear, they
+    wait for it before they are recorded and answered (a slow PostHog).
 
     Feature flag requests (`/flags`, `/decide`) are read as PostHog reads them (the body
     unwrapped as `?compression=` says), recorded as (path with query, body, the
@@ -26,6 +28,9 @@ class PostHogStandIn:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
+        self.posts = 0
+        self.answering = threading.Event()
+        self.answering.set()
         self.flags: dict[str, Any] = {"flags": {}, "errorsWhileComputingFlags": False}
         self.flag_requests: list[tuple[str, dict[str, Any], str | None]] = []
         self.arrived = threading.Condition()
@@ -41,6 +46,11 @@ class PostHogStandIn:
     def events(self) -> list[dict[str, Any]]:
         with self.arrived:
             return [event for body in self.bodies for event in body["batch"]]
+
+    def wait_for_posts(self, count: int, timeout: float = 20.0) -> None:
+        """Until `count` `/batch/` requests have arrived (answered or not)."""
+        with self.arrived:
+            self.arrived.wait_for(lambda: self.posts >= count, timeout)
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         """The events once `count` have arrived (or what arrived by `timeout`)."""
@@ -58,6 +68,11 @@ class PostHogStandIn:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                if self.path == "/batch/":
+                    with standin.arrived:
+                        standin.posts += 1
+                        standin.arrived.notify_all()
+                    standin.answering.wait(30)
                 reply = b'{"status": 1}' if standin.status == 200 else b'{"error": "down"}'
                 if standin.status == 200 and self.path == "/batch/":
                     with standin.arrived:

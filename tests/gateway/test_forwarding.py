@@ -170,3 +170,49 @@ def test_each_project_forwards_to_its_own_posthog(start_gateway: GatewayFactory)
     assert default.flag_requests == []
     assert flags["quiet-key"]["flags"] == {}
     assert flags["quiet-key"]["errorsWhileComputingFlags"] is False
+
+
+def _send_events(url: str, count: int) -> list[str]:
+    """One request of `count` events, all accepted; their ids."""
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    batch = [{"type": "track", "event": "e", "distinct_id": "u", "event_id": i} for i in ids]
+    answer = httpx.post(
+        f"{url}/v1/events", json={"batch": batch}, headers={"Authorization": f"Bearer {WRITE_KEY}"}
+    )
+    assert answer.json() == {"accepted": count, "duplicates": 0, "rejected": []}
+    return ids
+
+
+def test_the_forward_queue_holds_at_most_its_size_in_events(start_gateway: GatewayFactory) -> None:
+    with posthog_standin() as posthog:
+        posthog.answering.clear()  # PostHog slow: the first 100 events stay in flight
+        gw = start_gateway(
+            posthog_host=posthog.url, posthog_api_key="phc_test", forward_queue_size=150
+        )
+        first = _send_events(gw.url, 100)
+        posthog.wait_for_posts(1)
+        _send_events(gw.url, 100)  # 200 > 150: dropped whole
+        third = _send_events(gw.url, 50)  # 150: fits
+        posthog.answering.set()
+        gw.gateway.forwarder.stop(timeout=20)
+    assert [e["uuid"] for e in posthog.events] == first + third
+    assert metric(gw.url, "headwater_forward_dropped_total") == 100.0
+    assert metric(gw.url, "headwater_forward_sent_total") == 150.0
+
+
+def test_what_a_shutdown_leaves_queued_is_counted_as_dropped(
+    start_gateway: GatewayFactory,
+) -> None:
+    with posthog_standin() as posthog:
+        posthog.answering.clear()
+        gw = start_gateway(posthog_host=posthog.url, posthog_api_key="phc_test")
+        in_flight = _send_events(gw.url, 1)
+        posthog.wait_for_posts(1)
+        _send_events(gw.url, 2)
+        _send_events(gw.url, 3)
+        gw.gateway.forwarder.stop(timeout=0.5)  # PostHog still has not answered
+        dropped = metric(gw.url, "headwater_forward_dropped_total")
+        posthog.answering.set()
+        forwarded = posthog.wait_for(1)
+    assert dropped == 5.0
+    assert [e["uuid"] for e in forwarded] == in_flight

@@ -1,8 +1,9 @@
 """Forwarding stored events to PostHog, on a thread of its own.
 
-Ingestion only hands rows to a bounded queue (never waits: a full queue drops and
-counts); the forwarder thread posts them in batches with the `posthog` library's
-`batch_post`, retrying a few times, and counts what was sent, failed and dropped.
+Ingestion only hands rows to a queue bounded in events (never waits: a full queue drops
+and counts); the forwarder thread posts them in batches with the `posthog` library's
+`batch_post`, retrying a few times, and counts what was sent, failed and dropped, also
+what a shutdown leaves queued.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ class Forwarder:
         self._post = post
         self._batch_size = batch_size
         self._attempts = attempts
-        self._queue: queue.Queue[list[EventRow] | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.SimpleQueue[list[EventRow] | None] = queue.SimpleQueue()
+        self._capacity = queue_size  # events
+        self._queued = 0  # events in the queue or being sent
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="posthog-forwarder", daemon=True)
 
     @property
@@ -84,15 +88,20 @@ class Forwarder:
             self._thread.start()
 
     def forward(self, rows: Sequence[EventRow]) -> None:
-        """Queue stored rows for PostHog; never blocks (a full queue drops and counts)."""
-        if not self.enabled or not rows:
+        """Queue one request's stored rows (one project's) for PostHog; never blocks (a
+        full queue drops and counts)."""
+        if not rows or self.target(rows[0].project) is None:
+            return
+        with self._lock:
+            full = self._queued + len(rows) > self._capacity
+            if not full:
+                self._queued += len(rows)
+        if full:
+            self._metrics.forward_dropped.inc(len(rows))
             return
         # A row's properties may be a view of its request's body: a copy lets the body go.
         detached = [msgspec.structs.replace(row, properties=row.properties.copy()) for row in rows]
-        try:
-            self._queue.put_nowait(detached)
-        except queue.Full:
-            self._metrics.forward_dropped.inc(len(rows))
+        self._queue.put(detached)
 
     def target(self, project: str) -> PostHogTarget | None:
         """The PostHog of `project`'s events; None: they are not forwarded."""
@@ -100,12 +109,12 @@ class Forwarder:
 
     def _run(self) -> None:
         while (rows := self._queue.get()) is not None:
-            for project, batch in _by_project(rows).items():
-                target = self.target(project)
-                if target is None:
-                    continue
-                for start in range(0, len(batch), self._batch_size):
-                    self._send(target, batch[start : start + self._batch_size])
+            target = self.target(rows[0].project)  # one request's rows: one project's
+            if target is not None:
+                for start in range(0, len(rows), self._batch_size):
+                    self._send(target, rows[start : start + self._batch_size])
+            with self._lock:
+                self._queued -= len(rows)
 
     def _send(self, target: PostHogTarget, rows: list[EventRow]) -> None:
         messages, unreadable = [], []
@@ -135,18 +144,24 @@ class Forwarder:
         self._metrics.forward_failed.inc(len(messages))
 
     def stop(self, timeout: float) -> None:
-        """Forward what is queued (within `timeout`), then end the thread."""
+        """Forward what is queued (within `timeout`), then end the thread; what is still
+        queued then is dropped, and counted."""
         if not self._thread.is_alive():
             return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self._queue.put(None)
         self._thread.join(timeout)
-
-
-def _by_project(rows: list[EventRow]) -> dict[str, list[EventRow]]:
-    grouped: dict[str, list[EventRow]] = {}
-    for row in rows:
-        grouped.setdefault(row.project, []).append(row)
-    return grouped
+        left = 0
+        while self._thread.is_alive():  # the batch being sent is counted when it ends
+            try:
+                rows = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if rows is None:
+                self._queue.put(None)  # the thread's stop signal stays last
+                break
+            left += len(rows)
+        if left:
+            with self._lock:
+                self._queued -= left
+            self._metrics.forward_dropped.inc(left)
+            logger.warning("shutting down: %d events not forwarded to PostHog", left)

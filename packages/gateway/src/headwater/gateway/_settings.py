@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_max_delay_ms: int = 10  # the least time between two inserts (parts per second)
     commit_queue_rows: int = 500_000
     insert_deadline_seconds: float = 10.0
-    forward_queue_size: int = 100_000
+    forward_queue_size: int = 100_000  # events waiting for PostHog; past it, dropped (counted)
     tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)  # project → plan file
     tracking_policy: Literal["reject", "flag", "count"] = "count"
     tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
