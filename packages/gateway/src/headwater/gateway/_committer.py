@@ -64,6 +64,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_start = float("-inf")
+        self._in_flight: asyncio.Future[None] | None = None  # the latest insert's thread
 
     @property
     def queued_rows(self) -> int:
@@ -151,7 +152,11 @@ class GroupCommitter:
         delay = 0.05
         while True:
             try:
-                await asyncio.to_thread(self._insert, body, token)
+                if not await self._attempt(body, token, deadline):
+                    return SinkUnavailable(
+                        f"ClickHouse did not finish an insert within {self._deadline:g} s",
+                        retry_after=2,
+                    )
             except Exception as raised:  # anything unexpected also means: not stored  # noqa: BLE001
                 exc = (
                     raised if isinstance(raised, SinkUnavailable) else SinkUnavailable(repr(raised))
@@ -164,6 +169,28 @@ class GroupCommitter:
             else:
                 return None
 
+    async def _attempt(self, body: bytes, token: str, deadline: float) -> bool:
+        """Insert once; False when the insert did not end by `deadline`.
+
+        A thread cannot be stopped: an insert given up on may still store its block (the
+        requests were answered 503, their retries are collapsed by the table's dedupe).
+        The next insert waits for it first, as ClickHouse would make it wait anyway.
+        """
+        loop = asyncio.get_running_loop()
+        earlier = self._in_flight
+        if earlier is not None and not earlier.done():
+            await asyncio.wait([earlier], timeout=deadline - loop.time())
+            if not earlier.done():
+                return False
+        attempt = asyncio.ensure_future(asyncio.to_thread(self._insert, body, token))
+        attempt.add_done_callback(_retrieved)
+        self._in_flight = attempt
+        await asyncio.wait([attempt], timeout=deadline - loop.time())
+        if not attempt.done():
+            return False
+        attempt.result()  # the insert's own error, if any
+        return True
+
     async def drain(self) -> None:
         """Commit everything waiting, then stop (graceful shutdown)."""
         self._stopping = True
@@ -171,3 +198,9 @@ class GroupCommitter:
         self._full.set()
         if self._task is not None:
             await self._task
+
+
+def _retrieved(attempt: asyncio.Future[None]) -> None:
+    """An insert given up on may fail later, with nobody awaiting it: not an error then."""
+    if not attempt.cancelled():
+        attempt.exception()
