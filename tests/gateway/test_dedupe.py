@@ -279,25 +279,47 @@ def test_an_insert_that_hangs_past_the_deadline_is_a_503_and_the_retry_is_kept(
 def test_a_batch_the_queue_cannot_take_releases_its_claims(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
-    gw = start_gateway(commit_queue_rows=2, commit_max_delay_ms=3000)
-    warm_up, waiting, refused_batch = [event()], [event(), event()], [event()]
+    gw = start_gateway(commit_queue_rows=3, commit_max_delay_ms=3000)
+    warm_up, waiting, refused_batch = [event()], [event(), event()], [event(), event()]
     post(gw, body(*warm_up))  # inserted at once; the next insert waits for 3 s after it
     first = threading.Thread(target=post, args=(gw, body(*waiting)))
     first.start()
     _wait_for(lambda: gw.gateway.queued_rows == 2)  # the first request waits for its block
-    refused = post(gw, body(*refused_batch))
+    refused = post(gw, body(*refused_batch))  # room for 1 more row, not 2: claimed, then not
     assert (refused.status_code, refused.headers["Retry-After"], refused.json()) == (
         503,
         "1",
         {"error": "2 rows already wait for ClickHouse"},
     )
-    assert claim_dropped(gw, redis_client, refused_batch[0]["event_id"])
+    assert [claim_dropped(gw, redis_client, m["event_id"]) for m in refused_batch] == [True, True]
     first.join()
     # the client's retry is stored, not dropped as a duplicate
-    assert post(gw, body(*refused_batch)).json()["accepted"] == 1
+    assert post(gw, body(*refused_batch)).json()["accepted"] == 2
     stored = [*warm_up, *waiting, *refused_batch]
     expected = sorted((PROJECT, m["event_id"], "{}") for m in stored)
     assert physical_rows(gw) == expected
+
+
+def test_a_full_queue_refuses_a_request_before_reading_it(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway(commit_queue_rows=2, commit_max_delay_ms=3000)
+    post(gw, body(event()))
+    first = threading.Thread(target=post, args=(gw, body(event(), event())))
+    first.start()
+    _wait_for(lambda: gw.gateway.queued_rows == 2)
+    refused_event = event()
+    native = post(gw, body(refused_event))
+    posthog = httpx.post(f"{gw.url}/batch/", json={"api_key": WRITE_KEY, "batch": []})
+    segment = httpx.post(f"{gw.url}/v1/batch", json={"writeKey": WRITE_KEY, "batch": []})
+    first.join()
+    for answer in (native, posthog, segment):
+        assert (answer.status_code, answer.headers["Retry-After"], answer.json()) == (
+            503,
+            "1",
+            {"error": "2 rows already wait for ClickHouse"},
+        )
+    assert holder(gw, redis_client, refused_event["event_id"]) is None  # never claimed
 
 
 def test_a_request_larger_than_the_queue_is_taken_alone(start_gateway: GatewayFactory) -> None:

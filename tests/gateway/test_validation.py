@@ -405,7 +405,7 @@ def test_an_unreadable_sent_at_means_no_correction(start_gateway: GatewayFactory
 
 
 def test_events_of_many_months_in_one_batch_are_stored(start_gateway: GatewayFactory) -> None:
-    gw = start_gateway(insert_deadline_seconds=0.2)
+    gw = start_gateway()  # ClickHouse's partition limit per insert would make this a 503
     messages = [
         event(timestamp=f"{2000 + i // 12}-{i % 12 + 1:02d}-15T12:00:00Z") for i in range(120)
     ]

@@ -109,6 +109,7 @@ class Handlers:
             authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
         )
         fmt = body_format(content_type)
+        self.gateway.ingestor.admit()
         body = await self._read(chunks, content_encoding, limit=self.settings.max_batch_body_bytes)
         try:
             items, sent_at, lib = parse_native(body, fmt)
@@ -130,6 +131,7 @@ class Handlers:
         )
 
     async def posthog(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        self.gateway.ingestor.admit()
         text = await self._posthog_text(request, limit=self.settings.max_batch_body_bytes)
         parsed = parse_posthog(text)
         project = self._project(parsed.api_key)
@@ -153,6 +155,7 @@ class Handlers:
             if kind is None
             else self.settings.max_single_body_bytes
         )
+        self.gateway.ingestor.admit()
         body = await self._body(request, limit=limit)
         key = basic_auth_user(request.headers.get("authorization")) or request.headers.get(
             "x-write-key"

@@ -74,6 +74,13 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
+    def admit(self) -> None:
+        """Refuse a request at once, before its body is read, when nothing more can wait."""
+        if self._stopping:
+            raise Overloaded("the gateway is shutting down", retry_after=5)
+        if self._rows >= self._queue_rows:
+            raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
+
     async def submit(self, block: bytes, rows: int) -> None:
         """Return once the `rows` newline-terminated lines of `block` are stored; raise
         `Unavailable` when they were not."""

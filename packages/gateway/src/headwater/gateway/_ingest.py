@@ -63,6 +63,10 @@ class Ingestor:
         self._confirming: set[asyncio.Task[None]] = set()
         self._to_confirm: list[str] = []
 
+    def admit(self) -> None:
+        """Raise `Overloaded` while ClickHouse cannot take more (before a body is read)."""
+        self._committer.admit()
+
     async def ingest(
         self, ctx: Context, items: Sequence[Incoming | Invalid], *, keep_rejected: bool = True
     ) -> BatchResult:
