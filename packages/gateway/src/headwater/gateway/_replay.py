@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from ._errors import RequestError
-from ._events import Context, Incoming, Invalid, now
+from ._events import Context, Incoming, Invalid, parse_sent_at
 from ._gateway import Gateway
 from ._native import parse_native
 from ._posthog import parse_posthog
@@ -26,15 +27,19 @@ class ReplayReport(msgspec.Struct, kw_only=True):
     reasons: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def _items(source: str, index: int, payload: bytes) -> list[Incoming | Invalid]:
-    """Parse a kept payload as its endpoint family would: one event, or a whole body (-1)."""
+def _items(source: str, index: int, payload: bytes) -> tuple[list[Incoming | Invalid], Any]:
+    """Parse a kept payload as its endpoint family would: one event, or a whole body (-1);
+    with the body's `sent_at` (a lone event's was not kept)."""
     if source == "native":
         body = payload if index < 0 else b'{"batch":[' + payload + b"]}"
-        return parse_native(body, "json")[0]
+        items, sent_at, _ = parse_native(body, "json")
+        return items, sent_at
     if source == "posthog":
-        return parse_posthog(payload).items
+        posthog = parse_posthog(payload)
+        return posthog.items, posthog.sent_at if index < 0 else None
     body = payload if index < 0 else b'{"batch":[' + payload + b"]}"
-    return parse_segment(body, kind=None).items
+    segment = parse_segment(body, kind=None)
+    return segment.items, segment.sent_at if index < 0 else None
 
 
 async def replay_errors(
@@ -47,7 +52,7 @@ async def replay_errors(
     """Re-ingest unreplayed rows of `ingest_errors`; the ones stored are marked replayed."""
     db = gateway.clickhouse.database
     rows = gateway.clickhouse.rows(
-        f"SELECT toString(error_id), project, source, event_index, payload"  # noqa: S608 - validated name
+        "SELECT toString(error_id), project, source, event_index, payload, received_at"  # noqa: S608 - validated name
         f" FROM {db}.ingest_errors WHERE replayed_at IS NULL"
         " AND (%(project)s = '' OR project = %(project)s)"
         " AND received_at >= %(since)s ORDER BY received_at LIMIT %(limit)s",
@@ -56,37 +61,39 @@ async def replay_errors(
     report = ReplayReport(read=len(rows))
     reasons: Counter[str] = Counter()
     done: list[str] = []
-    for error_id, row_project, source, index, payload in rows:
+    for error_id, row_project, source, index, payload, received_at in rows:
         try:
-            items = _items(source, index, payload.encode())
+            items, sent_at = _items(source, index, payload.encode())
         except RequestError as exc:
             reasons[str(exc)] += 1
             continue
-        result = await gateway.ingestor.ingest(
-            _context(row_project, source, gateway), items, keep_rejected=False
+        # as when it first arrived: an event without a time gets the time it was received
+        ctx = Context(
+            project=row_project,
+            source=source,
+            lib="headwater-replay",
+            received_at=received_at.replace(tzinfo=UTC),
+            sent_at=parse_sent_at(sent_at),
+            max_event_bytes=gateway.settings.max_event_bytes,
         )
+        result = await gateway.ingestor.ingest(ctx, items, keep_rejected=False)
         report.stored += result.accepted
         report.duplicates += result.duplicates
         reasons.update(r.reason for r in result.rejected)
         if not result.rejected:
             done.append(error_id)
     if done:
-        gateway.clickhouse.command(
-            f"ALTER TABLE {db}.ingest_errors UPDATE replayed_at = now64(3)"
-            " WHERE error_id IN %(ids)s SETTINGS mutations_sync = 1",
-            {"ids": done},
-        )
+        gateway.clickhouse.command(mark_replayed(db, gateway.clickhouse.cluster), {"ids": done})
     report.still_invalid = sum(reasons.values())
     report.reasons = dict(reasons.most_common())
     return report
 
 
-def _context(project: str, source: str, gateway: Gateway) -> Context:
-    return Context(
-        project=project,
-        source=source,
-        lib="headwater-replay",
-        received_at=now(),
-        sent_at=None,
-        max_event_bytes=gateway.settings.max_event_bytes,
+def mark_replayed(db: str, cluster: str) -> str:
+    """The mutation that marks replayed rows; on a cluster, of each shard's local table (a
+    Distributed table takes no mutation)."""
+    table = f"{db}.ingest_errors_local ON CLUSTER '{cluster}'" if cluster else f"{db}.ingest_errors"
+    return (
+        f"ALTER TABLE {table} UPDATE replayed_at = now64(3)"
+        " WHERE error_id IN %(ids)s SETTINGS mutations_sync = 2"
     )
