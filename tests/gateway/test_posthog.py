@@ -424,6 +424,17 @@ def test_missing_or_unknown_key_is_401(
             "compression 'lz64' is not supported (use gzip)",
         ),
         (
+            {"content": b"{}", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+            415,
+            "Content-Type 'multipart/form-data' is not supported: send application/json,"
+            " text/plain or application/x-www-form-urlencoded",
+        ),
+        (
+            {"content": b'{"event": "e",}'},
+            400,
+            "body is not JSON: JSON is malformed: trailing comma in object (byte 14)",
+        ),
+        (
             {"params": {"compression": "gzip-js"}, "content": b"{}"},
             400,
             "body is not valid gzip: Error -3 while decompressing data: incorrect header check",

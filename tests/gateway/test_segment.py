@@ -460,6 +460,34 @@ def test_unreadable_bodies_are_400(
     assert (response.status_code, response.json()) == (400, {"error": error})
 
 
+@pytest.mark.parametrize(
+    ("headers", "content", "status", "error"),
+    [
+        (
+            {"Content-Type": "application/xml"},
+            b"<batch/>",
+            415,
+            "Content-Type 'application/xml' is not supported: send application/json or text/plain",
+        ),
+        (
+            {},
+            b'{"batch": [}',
+            400,
+            "body is not JSON: JSON is malformed: invalid character (byte 11)",
+        ),
+    ],
+)
+def test_a_body_of_another_type_is_415_and_malformed_json_400(
+    start_gateway: GatewayFactory, headers: dict[str, str], content: bytes, status: int, error: str
+) -> None:
+    gw = start_gateway()
+    response = httpx.post(
+        f"{gw.url}/v1/batch", content=content, headers=headers, auth=(WRITE_KEY, "")
+    )
+    assert (response.status_code, response.json()) == (status, {"error": error})
+    assert stored(gw) == {}
+
+
 def test_a_body_that_is_not_utf8_is_400_naming_the_byte(start_gateway: GatewayFactory) -> None:
     gw = start_gateway()
     body = b'{"batch": [{"type": "track", "event": "\xe9t\xe9", "userId": "u"}]}'

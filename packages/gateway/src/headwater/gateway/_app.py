@@ -24,7 +24,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from headwater.sdk import BatchResult
 
-from ._body import decode_content, read_body
+from ._body import decode_content, read_body, require_media
 from ._errors import BadPayload, RequestError, Unauthorized, Unavailable
 from ._events import Context, Incoming, Invalid, now
 from ._fast import NativeFastPath
@@ -32,7 +32,9 @@ from ._flags import FLAGS_PATHS, NO_FLAGS, NO_FLAGS_WITH_ERRORS, parse_flags
 from ._gateway import Gateway
 from ._logging import request_id_middleware
 from ._native import body_format, parse_native
+from ._posthog import MEDIA as POSTHOG_MEDIA
 from ._posthog import parse_posthog, unwrap
+from ._segment import MEDIA as SEGMENT_MEDIA
 from ._segment import basic_auth_user, parse_segment
 from ._settings import Settings
 
@@ -122,7 +124,10 @@ class Handlers:
 
     async def _posthog_text(self, request: Request[Any, Any, Any], *, limit: int) -> bytes:
         """The JSON text a PostHog SDK sent, however it wrapped it (form, base64, gzip)."""
-        body = await self._body(request, limit=limit) if request.method == "POST" else b""
+        body = b""
+        if request.method == "POST":
+            require_media(request.headers.get("content-type"), POSTHOG_MEDIA)
+            body = await self._body(request, limit=limit)
         return unwrap(
             body,
             query=dict(request.query_params),
@@ -156,6 +161,7 @@ class Handlers:
             else self.settings.max_single_body_bytes
         )
         self.gateway.ingestor.admit()
+        require_media(request.headers.get("content-type"), SEGMENT_MEDIA)
         body = await self._body(request, limit=limit)
         key = basic_auth_user(request.headers.get("authorization")) or request.headers.get(
             "x-write-key"

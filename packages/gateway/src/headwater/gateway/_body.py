@@ -15,6 +15,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 _json = msgspec.json.Decoder()
 
 
+def require_media(content_type: str | None, allowed: tuple[str, ...]) -> None:
+    """A Content-Type whose media type is not in `allowed` is a 415 (none is accepted)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media and media not in allowed:
+        choices = ", ".join(allowed[:-1]) + " or " + allowed[-1]
+        raise UnsupportedMediaType(f"Content-Type {media!r} is not supported: send {choices}")
+
+
 async def read_body(chunks: AsyncIterator[bytes], *, limit: int, timeout: float) -> bytes:
     """The whole body, refusing more than `limit` bytes or more than `timeout` seconds."""
 

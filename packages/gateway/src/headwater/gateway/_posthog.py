@@ -17,6 +17,8 @@ from ._events import Incoming, Invalid, now, parse_sent_at
 
 _encode = msgspec.json.Encoder()
 KEY_FIELDS = ("api_key", "token", "$token")  # where a PostHog SDK names its project key
+# What PostHog's SDKs post: JSON, text (posthog-js's beacons and gzip-js), a form (`data=`)
+MEDIA = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
 
 class PostHogBody(msgspec.Struct, kw_only=True):

@@ -19,6 +19,7 @@ _encode = msgspec.json.Encoder()
 
 KINDS = ("track", "identify", "page", "screen", "alias", "group")
 ENVELOPE_KEYS = ("writeKey", "sentAt")  # of the request, not of its message
+MEDIA = ("application/json", "text/plain")  # analytics.js posts text: no CORS preflight
 
 
 class SegmentBody(msgspec.Struct, kw_only=True):
