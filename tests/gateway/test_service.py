@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,59 @@ def test_a_setting_that_does_not_read_is_named_without_its_secret(
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({"HEADWATER_CLICKHOUSE_URL": "chdb:///tmp/x", **environ})
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("limits", "blocks"),
+    [
+        ({"max_rows": 3}, [b"a\n", b"b\nc\nd\n", b"e\n"]),  # three rows fill a block
+        ({"max_bytes": 5}, [b"a\n", b"b\nc\n", b"d\ne\n"]),  # so do 5 bytes (two rows of 2)
+    ],
+)
+def test_a_full_block_goes_at_once_and_blocks_are_cut_at_the_limits(
+    limits: dict[str, int], blocks: list[bytes]
+) -> None:
+    inserted: list[bytes] = []
+
+    async def scenario() -> list[bytes]:
+        settings: dict[str, Any] = {"max_rows": 1000, "max_bytes": 10**6, **limits}
+        committer = GroupCommitter(
+            lambda body, token: inserted.append(body),
+            max_delay=60.0,
+            queue_rows=10**6,
+            deadline=5.0,
+            **settings,
+        )
+        committer.start()
+        await committer.submit(b"a\n", 1)  # after a quiet spell: at once
+        later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
+        later += [asyncio.create_task(committer.submit(row, 1)) for row in (b"d\n", b"e\n")]
+        while len(inserted) < 2:  # well before the 60 s: the full block went at once
+            await asyncio.sleep(0.01)
+        before_drain = list(inserted)
+        await committer.drain()
+        await asyncio.gather(*later)
+        return before_drain
+
+    assert asyncio.run(scenario()) == blocks[:2]
+    assert inserted == blocks
+
+
+def test_a_block_retried_with_its_token_is_stored_once(clickhouse: ClickHouse) -> None:
+    """The committer retries a block under the same `insert_deduplication_token`: a retry
+    of an insert that did store (its answer lost) stores nothing more."""
+    db = clickhouse.sharing(database="hw_token")
+    db.command("DROP DATABASE IF EXISTS hw_token")
+    migrate(db)
+    sink = ClickHouseSink(db)
+    times = ["2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z"]
+    block = b"".join(
+        json.dumps(["p", str(uuid.uuid4()), "e", "u", *times, "{}", "lib", "native"]).encode()
+        + b"\n"
+        for _ in range(3)
+    )
+    sink.insert_events(block, "token-1")
+    sink.insert_events(block, "token-1")  # the retry
+    assert db.rows("SELECT count() FROM hw_token.events") == [(3,)]
+    sink.insert_events(block, "token-2")  # another block that happens to hold the same rows
+    assert db.rows("SELECT count() FROM hw_token.events") == [(6,)]

@@ -62,6 +62,41 @@ def test_violations_are_rejected_and_unknown_names_flagged(
     assert 'headwater_tracking_plan_violations_total{policy="flag",project="proj"} 1.0' in metrics
 
 
+def test_violations_flagged_and_unknown_names_rejected(
+    start_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """The other way round: a violation is stored with its reason, an unknown name refused,
+    and an event the plan allows with no name of its own (`$identify`) is never refused."""
+    gw = start_gateway(
+        tracking_plans={"proj": plan_file(tmp_path)},
+        tracking_policy="flag",
+        tracking_unknown="reject",
+    )
+    answer = send(
+        gw.url,
+        {"event": "order_completed", "properties": {"order_id": 1, "revenue_cents": 5}},
+        {"event": "newsletter_opened", "properties": {"issue": 7}},
+        {"event": "$identify", "properties": {"$set": {"plan": "pro"}}},
+    )
+    assert answer.json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "rejected": [{"index": 1, "reason": "tracking plan: unknown event"}],
+    }
+    stored = {e: json.loads(p) for e, p in gw.rows("SELECT event, properties FROM {db}.events")}
+    assert stored == {
+        "order_completed": {
+            "order_id": 1,
+            "revenue_cents": 5,
+            "$plan_violation": 'properties.order_id: 1 is not of type "string"',
+        },
+        "$identify": {"$set": {"plan": "pro"}},
+    }
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'headwater_tracking_plan_violations_total{policy="flag",project="proj"} 1.0' in metrics
+    assert 'headwater_tracking_plan_violations_total{policy="reject",project="proj"} 1.0' in metrics
+
+
 def test_the_count_policy_stores_everything(start_gateway: GatewayFactory, tmp_path: Path) -> None:
     gw = start_gateway(tracking_plans={"proj": plan_file(tmp_path)})  # count, count
     answer = send(gw.url, {"event": "order_completed", "properties": {"order_id": 1}})
