@@ -3,7 +3,6 @@ way of giving the write key, read back from ClickHouse column by column."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from rudderstack.analytics.client import Client as RudderClient
+from rudderstack.analytics.version import VERSION as RUDDER_VERSION
 from segment.analytics import Client
 from segment.analytics.version import VERSION
 
@@ -131,56 +132,37 @@ def test_analytics_python_batches_gzipped(start_gateway: GatewayFactory) -> None
         assert before - 2 * MS <= row.timestamp <= row.received_at + MS
 
 
-def test_rudder_sdk_python_body(start_gateway: GatewayFactory) -> None:
-    # rudder-sdk-python 2.1.9 is not a dev dependency: this is the body it sends (gzipped,
-    # Basic auth, to /v1/batch), as captured from it. It names itself analytics-python too,
-    # and an identify carries its traits in `context.traits`.
+def test_rudder_sdk_python_calls_are_stored(start_gateway: GatewayFactory) -> None:
+    """rudder-sdk-python, Segment's protocol with its own ways: gzipped, Basic auth, to
+    /v1/batch, naming itself analytics-python, an identify's traits in `context.traits`."""
     gw = start_gateway()
+    rudder = RudderClient(write_key=WRITE_KEY, host=gw.url, sync_mode=True, gzip=True)
     tracked, identified = ids(2)
-    library = {"library": {"name": "analytics-python", "version": "2.1.9"}}
-    common = {"integrations": {"All": True}, "anonymousId": None, "channel": "server"}
-    batch = [
-        {
-            **common,
-            "properties": {"a": 1},
-            "timestamp": "2026-11-20T09:30:00.123000+00:00",
-            "context": library,
-            "userId": "u1",
-            "type": "track",
-            "event": "Clicked",
-            "messageId": tracked,
-        },
-        {
-            **common,
-            "timestamp": "2026-11-20T09:30:00.123000+00:00",
-            "context": {"traits": {"plan": "pro"}, **library},
-            "type": "identify",
-            "userId": "u1",
-            "messageId": identified,
-        },
+    before = datetime.now(UTC)
+    results = [
+        rudder.track("u1", "Clicked", {"a": 1}, timestamp=WHEN, message_id=tracked),
+        rudder.identify("u1", {"plan": "pro"}, timestamp=WHEN, message_id=identified),
     ]
-    body = json.dumps({"batch": batch, "sentAt": "2026-11-20T09:30:00.123000+00:00"})
-    response = httpx.post(
-        f"{gw.url}/v1/batch",
-        content=gzip.compress(body.encode()),
-        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
-        auth=(WRITE_KEY, ""),
-    )
-    assert (response.status_code, response.json()) == (200, ok(accepted=2))
+    assert [ok for ok, _ in results] == [True, True]
 
     rows = stored(gw)
-    assert {k: (r.event, r.distinct_id, r.properties) for k, r in rows.items()} == {
-        tracked: ("Clicked", "u1", {"a": 1, "$context": library}),
-        identified: (
-            "$identify",
-            "u1",
-            {"$set": {"plan": "pro"}, "$context": {"traits": {"plan": "pro"}, **library}},
-        ),
+    library = {"library": {"name": "analytics-python", "version": RUDDER_VERSION}}
+    context = {k: v for k, v in rows[tracked].properties["$context"].items() if k != "library"}
+    assert {k: (r.event, r.distinct_id) for k, r in rows.items()} == {
+        tracked: ("Clicked", "u1"),
+        identified: ("$identify", "u1"),
     }
+    assert rows[tracked].properties == {"a": 1, "$context": {**context, **library}}
+    assert rows[identified].properties["$set"] == {"plan": "pro"}
+    assert rows[identified].properties["$context"]["traits"] == {"plan": "pro"}
     for row in rows.values():
-        assert (row.project, row.lib, row.source) == (PROJECT, "analytics-python/2.1.9", "segment")
-        # Sent the moment it happened: it happened when the gateway received it.
-        assert row.timestamp == row.received_at
+        assert (row.project, row.lib, row.source) == (
+            PROJECT,
+            f"analytics-python/{RUDDER_VERSION}",
+            "segment",
+        )
+        # corrected by the clock skew, received_at - sentAt: at most the time since `before`
+        assert WHEN - MS <= row.timestamp <= WHEN + (row.received_at - before) + MS
 
 
 def test_identify_traits_win_over_context_traits(start_gateway: GatewayFactory) -> None:
