@@ -322,6 +322,16 @@ def test_a_full_queue_refuses_a_request_before_reading_it(
     assert holder(gw, redis_client, refused_event["event_id"]) is None  # never claimed
 
 
+def test_concurrent_requests_share_one_insert(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway(commit_max_delay_ms=2000)
+    post(gw, body(event()))  # after a quiet spell: inserted at once
+    with ThreadPoolExecutor(8) as pool:  # within 2 s of it: all wait for the next insert
+        answers = list(pool.map(lambda _: post(gw, body(event(), event())), range(8)))
+    assert [a.json()["accepted"] for a in answers] == [2] * 8
+    inserts = metric(gw, "headwater_commit_rows_count")
+    assert (inserts, metric(gw, "headwater_commit_rows_sum")) == (2.0, 17.0)
+
+
 def test_a_request_larger_than_the_queue_is_taken_alone(start_gateway: GatewayFactory) -> None:
     gw = start_gateway(commit_queue_rows=2)
     messages = [event(), event(), event()]
