@@ -151,7 +151,7 @@ class MemoryDedupeStore:
 # for that long. Against a key with an expiry per id, in the steady state (every bucket
 # full, ids expiring as they come), this takes half the memory per id and 20-38% less
 # Redis CPU; each bucket read costs a lookup per id, hence two buckets per TTL, not more
-# (`benchmarks/dedupe_redis.py`, BENCHMARKS.md gateway section 1).
+# (`benchmarks/dedupe_redis.py`, BENCHMARKS.md gateway section 2).
 #
 # A request of one id marks its id 'd' itself at the confirm and drops its ticket key, so
 # single-event traffic keeps one hash field per event. Its ticket names the id:
