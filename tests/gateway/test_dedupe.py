@@ -323,9 +323,9 @@ def test_a_full_queue_refuses_a_request_before_reading_it(
 
 
 def test_concurrent_requests_share_one_insert(start_gateway: GatewayFactory) -> None:
-    gw = start_gateway(commit_max_delay_ms=2000)
+    gw = start_gateway(commit_max_delay_ms=4000)
     post(gw, body(event()))  # after a quiet spell: inserted at once
-    with ThreadPoolExecutor(8) as pool:  # within 2 s of it: all wait for the next insert
+    with ThreadPoolExecutor(8) as pool:  # within 4 s of it: all wait for the next insert
         answers = list(pool.map(lambda _: post(gw, body(event(), event())), range(8)))
     assert [a.json()["accepted"] for a in answers] == [2] * 8
     inserts = metric(gw, "headwater_commit_rows_count")

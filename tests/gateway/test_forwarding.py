@@ -200,6 +200,19 @@ def test_the_forward_queue_holds_at_most_its_size_in_events(start_gateway: Gatew
     assert metric(gw.url, "headwater_forward_sent_total") == 150.0
 
 
+def test_a_request_larger_than_the_forward_queue_goes_when_it_is_empty(
+    start_gateway: GatewayFactory,
+) -> None:
+    with posthog_standin() as posthog:
+        gw = start_gateway(
+            posthog_host=posthog.url, posthog_api_key="phc_test", forward_queue_size=5
+        )
+        sent = _send_events(gw.url, 8)
+        gw.gateway.forwarder.stop(timeout=20)
+    assert [e["uuid"] for e in posthog.events] == sent
+    assert metric(gw.url, "headwater_forward_dropped_total") == 0.0
+
+
 def test_what_a_shutdown_leaves_queued_is_counted_as_dropped(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -212,7 +225,9 @@ def test_what_a_shutdown_leaves_queued_is_counted_as_dropped(
         _send_events(gw.url, 3)
         gw.gateway.forwarder.stop(timeout=0.5)  # PostHog still has not answered
         dropped = metric(gw.url, "headwater_forward_dropped_total")
+        _send_events(gw.url, 4)  # stored, after the forwarder stopped: dropped too
+        dropped_after = metric(gw.url, "headwater_forward_dropped_total")
         posthog.answering.set()
         forwarded = posthog.wait_for(1)
-    assert dropped == 5.0
+    assert (dropped, dropped_after) == (5.0, 9.0)
     assert [e["uuid"] for e in forwarded] == in_flight

@@ -321,6 +321,21 @@ def test_a_posthog_target_that_does_not_read_stops_start_up(
             " got 'http://***@redis.example.com'",
         ),
         (
+            {"HEADWATER_CLICKHOUSE_URL": "default:s3cret@ch.example.com:8123"},
+            "bad setting: HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or"
+            " http(s)://user:pass@host:port/db, got '***@ch.example.com:8123'",
+        ),
+        (
+            {"HEADWATER_CLICKHOUSE_URL": "tcp://me:s3c@ret@ch.example.com:9000"},
+            "bad setting: HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or"
+            " http(s)://user:pass@host:port/db, got 'tcp://***@ch.example.com:9000'",
+        ),
+        (
+            {"HEADWATER_REDIS_URL": ":s3cret@redis.example.com:6379"},
+            "bad setting: HEADWATER_REDIS_URL must be a redis:// URL,"
+            " got '***@redis.example.com:6379'",
+        ),
+        (
             {"HEADWATER_WRITE_KEYS": "k1:shop,s3cret"},
             "HEADWATER_WRITE_KEYS must be key1:project1,key2:project2; entry 2 is not",
         ),
@@ -369,8 +384,12 @@ def test_a_full_block_goes_at_once_and_blocks_are_cut_at_the_limits(
         await committer.submit(b"a\n", 1)  # after a quiet spell: at once
         later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
         later += [asyncio.create_task(committer.submit(row, 1)) for row in (b"d\n", b"e\n")]
-        while len(inserted) < 2:  # well before the 60 s: the full block went at once
-            await asyncio.sleep(0.01)
+
+        async def two_inserts() -> None:
+            while len(inserted) < 2:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(two_inserts(), 10)  # not after 60 s: the full block went at once
         before_drain = list(inserted)
         await committer.drain()
         await asyncio.gather(*later)

@@ -76,6 +76,7 @@ class Forwarder:
         self._capacity = queue_size  # events
         self._queued = 0  # events in the queue or being sent
         self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="posthog-forwarder", daemon=True)
 
     @property
@@ -92,11 +93,13 @@ class Forwarder:
         full queue drops and counts)."""
         if not rows or self.target(rows[0].project) is None:
             return
-        with self._lock:
-            full = self._queued + len(rows) > self._capacity
-            if not full:
+        with self._lock:  # one request larger than the whole queue goes when it is empty
+            room = not self._stopped and (
+                not self._queued or self._queued + len(rows) <= self._capacity
+            )
+            if room:
                 self._queued += len(rows)
-        if full:
+        if not room:
             self._metrics.forward_dropped.inc(len(rows))
             return
         # A row's properties may be a view of its request's body: a copy lets the body go.
@@ -109,19 +112,23 @@ class Forwarder:
 
     def _run(self) -> None:
         while (rows := self._queue.get()) is not None:
-            target = self.target(rows[0].project)  # one request's rows: one project's
-            if target is not None:
-                for start in range(0, len(rows), self._batch_size):
-                    self._send(target, rows[start : start + self._batch_size])
-            with self._lock:
-                self._queued -= len(rows)
+            try:
+                target = self.target(rows[0].project)  # one request's rows: one project's
+                if target is not None:
+                    for start in range(0, len(rows), self._batch_size):
+                        self._send(target, rows[start : start + self._batch_size])
+            except Exception:  # the thread must outlive a bug: later rows still go
+                logger.exception("forwarding to PostHog failed")
+            finally:
+                with self._lock:
+                    self._queued -= len(rows)
 
     def _send(self, target: PostHogTarget, rows: list[EventRow]) -> None:
         messages, unreadable = [], []
         for row in rows:
             try:
                 messages.append(posthog_message(row))
-            except msgspec.DecodeError as exc:  # JSON Python cannot hold, e.g. 1e999
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:  # e.g. 1e999
                 unreadable.append(f"{row.event_id} ({exc})")
         if unreadable:  # one line per batch, not one per event
             self._metrics.forward_failed.inc(len(unreadable))
@@ -144,14 +151,16 @@ class Forwarder:
         self._metrics.forward_failed.inc(len(messages))
 
     def stop(self, timeout: float) -> None:
-        """Forward what is queued (within `timeout`), then end the thread; what is still
-        queued then is dropped, and counted."""
-        if not self._thread.is_alive():
-            return
-        self._queue.put(None)
-        self._thread.join(timeout)
+        """Forward what is queued (within `timeout`), then end the thread. What is still
+        queued then, and what comes after, is dropped, and counted; a batch still being
+        sent is counted when its send ends (if the process lives that long)."""
+        with self._lock:
+            self._stopped = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
         left = 0
-        while self._thread.is_alive():  # the batch being sent is counted when it ends
+        while True:
             try:
                 rows = self._queue.get_nowait()
             except queue.Empty:

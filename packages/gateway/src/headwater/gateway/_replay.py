@@ -67,7 +67,8 @@ async def replay_errors(
         except RequestError as exc:
             reasons[str(exc)] += 1
             continue
-        # as when it first arrived: an event without a time gets the time it was received
+        # an event without a time gets the time it was first received (a lone event's
+        # clock-skew correction is lost: its body's sent_at was not kept)
         ctx = Context(
             project=row_project,
             source=source,

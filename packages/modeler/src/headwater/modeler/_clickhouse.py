@@ -30,6 +30,9 @@ EMBEDDED_INSERT_SETTINGS: dict[str, Any] = {
 }
 
 
+PING_WAIT_SECONDS = 2.0
+
+
 class ClickHouse:
     """A clickhouse-connect client; chDB is not re-entrant, so calls take a lock."""
 
@@ -115,11 +118,15 @@ class ClickHouse:
 
     def ping(self) -> bool:
         """Whether ClickHouse answers."""
+        # A call that holds the connection this long (an insert that hangs) means: not ready.
+        if not self._lock.acquire(timeout=PING_WAIT_SECONDS):
+            return False
         try:
-            with self._lock:
-                return bool(self._client.ping())
+            return bool(self._client.ping())
         except Exception:  # a health probe reports, never raises  # noqa: BLE001
             return False
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -134,8 +141,11 @@ def millis(moment: datetime) -> str:
 
 
 def redact(url: str) -> str:
-    """`url` without its password."""
+    """`url` without its credentials: all before its last `@` (after a scheme, if any).
+    A password may hold `@` or `/` unescaped: better too much hidden than any of it shown."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     if "@" not in rest:
         return url
-    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}"
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
