@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -192,6 +193,47 @@ def test_a_batch_that_decodes_whole_keeps_each_refused_event_as_sent(
     assert [(index, payload) for index, _, payload, _, _ in dead_letters(gw)] == [
         (index, items[index].decode()) for index in range(2, 6)
     ]
+
+
+def test_refused_events_are_answered_by_the_deadline_while_clickhouse_is_slow(
+    start_gateway: GatewayFactory,
+) -> None:
+    """ClickHouse made slow (a view on `ingest_errors` that sleeps 2 s per block): the
+    answer comes at the deadline; the dead letter is written when the insert ends."""
+    gw = start_gateway(insert_deadline_seconds=0.5)
+    db = gw.database
+    gw.clickhouse.command(f"CREATE TABLE {db}.slow_sink (x UInt8) ENGINE = Null")
+    slow = f"SELECT sleep(2) AS x FROM {db}.ingest_errors"  # noqa: S608 - the test's own database
+    gw.clickhouse.command(f"CREATE MATERIALIZED VIEW {db}.slow TO {db}.slow_sink AS {slow}")
+    bad = event(event="")
+    response = post(gw, batch_body([compact(bad)]))
+    written_before_the_answer = _metric(gw, "headwater_dead_letters_total")
+    gw.clickhouse.command(f"DROP TABLE {db}.slow")  # waits for the slow insert to end
+    assert response.json() == {
+        "accepted": 0,
+        "duplicates": 0,
+        "rejected": [
+            {
+                "index": 0,
+                "reason": "event is required and must be a non-empty string",
+                "event_id": bad["event_id"],
+            }
+        ],
+    }
+    assert written_before_the_answer == 0.0
+    assert [(index, reason) for index, reason, *_ in dead_letters(gw)] == [
+        (0, "event is required and must be a non-empty string")
+    ]
+    while _metric(gw, "headwater_dead_letters_total") == 0.0:  # counted once it ends
+        time.sleep(0.01)
+    assert _metric(gw, "headwater_dead_letters_total") == 1.0
+
+
+def _metric(gw: RunningGateway, name: str) -> float:
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_a_valid_batch_with_nothing_refused_writes_no_dead_letter(

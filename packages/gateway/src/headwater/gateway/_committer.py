@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ._errors import Overloaded, SinkUnavailable
@@ -65,6 +66,7 @@ class GroupCommitter:
         self._stopping = False
         self._last_start = float("-inf")
         self._in_flight: asyncio.Future[None] | None = None  # the latest insert's thread
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="headwater-insert")
 
     @property
     def queued_rows(self) -> int:
@@ -189,7 +191,9 @@ class GroupCommitter:
             await asyncio.wait([earlier], timeout=deadline - loop.time())
             if not earlier.done():
                 return False
-        attempt = asyncio.ensure_future(asyncio.to_thread(self._insert, body, token))
+        # A thread of its own: inserts never queue behind other blocking calls (a hung
+        # insert leaves the default executor's threads waiting for ClickHouse).
+        attempt = loop.run_in_executor(self._executor, self._insert, body, token)
         attempt.add_done_callback(_retrieved)
         self._in_flight = attempt
         await asyncio.wait([attempt], timeout=deadline - loop.time())
@@ -205,6 +209,7 @@ class GroupCommitter:
         self._full.set()
         if self._task is not None:
             await self._task
+        self._executor.shutdown(wait=False)
 
 
 def _retrieved(attempt: asyncio.Future[None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -188,15 +189,23 @@ class Ingestor:
             logger.warning("dedupe bookkeeping failed: %s", exc)
 
     async def dead_letters(self, rows: list[_ErrorRow]) -> None:
-        """Keep refused events in `ingest_errors`; a failure there never fails the request."""
+        """Keep refused events in `ingest_errors`; a failure there never fails the request.
+
+        The answer waits for them as long as it would for an insert (the deadline), no
+        longer: past it, they are written when ClickHouse frees, or counted as failed.
+        """
         body = b"\n".join(_rows.encode(row) for row in rows)
-        try:
-            await asyncio.to_thread(self._sink.insert_errors, body)
-        except Unavailable:
-            self._metrics.dead_letter_failures.inc(len(rows))
-            logger.exception("could not keep %d refused events in ingest_errors", len(rows))
-        else:
-            self._metrics.dead_letters.inc(len(rows))
+        pending = asyncio.ensure_future(asyncio.to_thread(self._sink.insert_errors, body))
+        pending.add_done_callback(functools.partial(self._dead_letters_done, len(rows)))
+        await asyncio.wait([pending], timeout=self._pending_wait)
+
+    def _dead_letters_done(self, count: int, written: asyncio.Future[None]) -> None:
+        exc = None if written.cancelled() else written.exception()
+        if exc is None and not written.cancelled():
+            self._metrics.dead_letters.inc(count)
+            return
+        self._metrics.dead_letter_failures.inc(count)
+        logger.error("could not keep %d refused events in ingest_errors: %r", count, exc)
 
     async def unreadable(
         self, *, project: str, source: str, received_at: datetime, reason: str, body: bytes
