@@ -250,17 +250,19 @@ def test_a_failed_insert_releases_its_claims_so_the_retry_is_stored(
 def test_an_insert_that_hangs_past_the_deadline_is_a_503_and_the_retry_is_kept(
     start_gateway: GatewayFactory, redis_client: redis.Redis
 ) -> None:
-    """ClickHouse made slow (a view on `events` that sleeps 2 s per block): the requests
-    get their 503 at the deadline, not when the insert ends. The late insert still stores
-    the rows, so the table holds them twice until it collapses them."""
+    """ClickHouse made slow (a view on `events` that sleeps 3 s per block): the requests
+    get their 503 at the deadline, not when the insert ends, and /readyz says ClickHouse
+    does not answer. The late insert still stores the rows, so the table holds them twice
+    until it collapses them."""
     gw = start_gateway(insert_deadline_seconds=0.5)
     db = gw.database
     gw.clickhouse.command(f"CREATE TABLE {db}.slow_sink (x UInt8) ENGINE = Null")
-    slow = f"SELECT sleep(2) AS x FROM {db}.events"  # noqa: S608 - the test's own database
+    slow = f"SELECT sleep(3) AS x FROM {db}.events"  # noqa: S608 - the test's own database
     gw.clickhouse.command(f"CREATE MATERIALIZED VIEW {db}.slow TO {db}.slow_sink AS {slow}")
     messages = [event(), event()]
     content = body(*messages)
     refused = post(gw, content)
+    ready = httpx.get(gw.url + "/readyz", timeout=30)  # waits 2 s for the connection
     gw.clickhouse.command(f"DROP TABLE {db}.slow")  # waits for the slow insert to end
 
     assert (refused.status_code, refused.headers["Retry-After"], refused.json()) == (
@@ -268,9 +270,11 @@ def test_an_insert_that_hangs_past_the_deadline_is_a_503_and_the_retry_is_kept(
         "2",
         {"error": "ClickHouse did not finish an insert within 0.5 s"},
     )
+    assert (ready.status_code, ready.json()["clickhouse"]) == (503, "unreachable")
     assert [claim_dropped(gw, redis_client, m["event_id"]) for m in messages] == [True, True]
     retry = post(gw, content)
     assert retry.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert httpx.get(gw.url + "/readyz").status_code == 200
     ids = sorted((PROJECT, m["event_id"], "{}") for m in messages)
     assert physical_rows(gw) == sorted(ids + ids)
     assert gw.rows("SELECT count() FROM {db}.events FINAL") == [(2,)]
