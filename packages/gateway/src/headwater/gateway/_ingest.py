@@ -200,12 +200,12 @@ class Ingestor:
         await asyncio.wait([pending], timeout=self._pending_wait)
 
     def _dead_letters_done(self, count: int, written: asyncio.Future[None]) -> None:
-        exc = None if written.cancelled() else written.exception()
-        if exc is None and not written.cancelled():
+        failure = "cancelled" if written.cancelled() else written.exception()
+        if failure is None:
             self._metrics.dead_letters.inc(count)
             return
         self._metrics.dead_letter_failures.inc(count)
-        logger.error("could not keep %d refused events in ingest_errors: %r", count, exc)
+        logger.error("could not keep %d refused events in ingest_errors: %r", count, failure)
 
     async def unreadable(
         self, *, project: str, source: str, received_at: datetime, reason: str, body: bytes
