@@ -229,6 +229,23 @@ def test_refused_events_are_answered_by_the_deadline_while_clickhouse_is_slow(
     assert _metric(gw, "headwater_dead_letters_total") == 1.0
 
 
+def test_a_dead_letter_that_cannot_be_written_never_fails_the_request(
+    start_gateway: GatewayFactory,
+) -> None:
+    gw = start_gateway()
+    gw.clickhouse.command(f"DETACH TABLE {gw.database}.ingest_errors")
+    try:
+        good, bad = event(), event(event="")
+        response = post(gw, batch_body([compact(good), compact(bad)]))
+    finally:
+        gw.clickhouse.command(f"ATTACH TABLE {gw.database}.ingest_errors")
+    assert (response.status_code, response.json()["accepted"]) == (200, 1)
+    assert stored_ids(gw) == [good["event_id"]]
+    assert dead_letters(gw) == []
+    assert _metric(gw, "headwater_dead_letter_failures_total") == 1.0
+    assert _metric(gw, "headwater_dead_letters_total") == 0.0
+
+
 def _metric(gw: RunningGateway, name: str) -> float:
     for line in httpx.get(gw.url + "/metrics").text.splitlines():
         if line.startswith(name + " "):
