@@ -20,7 +20,8 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -38,7 +39,7 @@ def test_redis(directory: Path) -> Iterator[str]:
             "the tests need Redis: nothing answers on 127.0.0.1:6379 and redis-server is not "
             "on the PATH (install it: apt-get install redis-server)"
         )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory)],

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from headwater.gateway import ClickHouse, Gateway, Settings, create_app
@@ -112,3 +113,11 @@ def stored(gw: RunningGateway) -> dict[str, Stored]:
         )
         for r in rows
     }
+
+
+def metric(gw: RunningGateway, name: str) -> float:
+    """One sample of /metrics (0 when the series has no sample yet)."""
+    for line in httpx.get(gw.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0

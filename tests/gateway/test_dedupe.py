@@ -29,7 +29,7 @@ from headwater.gateway._dedupe import (
 )
 from headwater.gateway._errors import DedupeUnavailable
 
-from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, metric
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -65,14 +65,6 @@ def physical_rows(gw: RunningGateway) -> list[tuple[Any, ...]]:
     return gw.rows(
         "SELECT project, toString(event_id) AS id, properties FROM {db}.events ORDER BY project, id"
     )
-
-
-def metric(gw: RunningGateway, name: str) -> float:
-    """One sample of /metrics (0 when the series has no sample yet)."""
-    for line in httpx.get(gw.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def _buckets(gw: RunningGateway, client: redis.Redis) -> tuple[str, int, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,18 +15,12 @@ from typing import Any
 
 import httpx
 
+from ..redis_server import free_port
 from .posthog_standin import posthog_standin
 
 WRITE_KEY = "wk_s3cret_write"
 POSTHOG_KEY = "phc_s3cret_key"
 WRONG_KEY = "wk_wrong_guess"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -65,7 +58,7 @@ def _stored_ids(directory: Path) -> list[str]:
 def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(
     tmp_path: Path, redis_url: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     directory = tmp_path / "clickhouse"
     with posthog_standin() as posthog:

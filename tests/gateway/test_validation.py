@@ -21,7 +21,7 @@ from headwater.gateway import Settings, _native
 from headwater.gateway._events import Context, Incoming, now, to_row
 from headwater.sdk import _wire
 
-from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, metric
 
 AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 # Derived ids are UUIDv5 in this namespace: changing it would break dedupe across a deploy.
@@ -207,7 +207,7 @@ def test_refused_events_are_answered_by_the_deadline_while_clickhouse_is_slow(
     gw.clickhouse.command(f"CREATE MATERIALIZED VIEW {db}.slow TO {db}.slow_sink AS {slow}")
     bad = event(event="")
     response = post(gw, batch_body([compact(bad)]))
-    written_before_the_answer = _metric(gw, "headwater_dead_letters_total")
+    written_before_the_answer = metric(gw, "headwater_dead_letters_total")
     gw.clickhouse.command(f"DROP TABLE {db}.slow")  # waits for the slow insert to end
     assert response.json() == {
         "accepted": 0,
@@ -224,9 +224,9 @@ def test_refused_events_are_answered_by_the_deadline_while_clickhouse_is_slow(
     assert [(index, reason) for index, reason, *_ in dead_letters(gw)] == [
         (0, "event is required and must be a non-empty string")
     ]
-    while _metric(gw, "headwater_dead_letters_total") == 0.0:  # counted once it ends
+    while metric(gw, "headwater_dead_letters_total") == 0.0:  # counted once it ends
         time.sleep(0.01)
-    assert _metric(gw, "headwater_dead_letters_total") == 1.0
+    assert metric(gw, "headwater_dead_letters_total") == 1.0
 
 
 def test_a_dead_letter_that_cannot_be_written_never_fails_the_request(
@@ -242,15 +242,8 @@ def test_a_dead_letter_that_cannot_be_written_never_fails_the_request(
     assert (response.status_code, response.json()["accepted"]) == (200, 1)
     assert stored_ids(gw) == [good["event_id"]]
     assert dead_letters(gw) == []
-    assert _metric(gw, "headwater_dead_letter_failures_total") == 1.0
-    assert _metric(gw, "headwater_dead_letters_total") == 0.0
-
-
-def _metric(gw: RunningGateway, name: str) -> float:
-    for line in httpx.get(gw.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+    assert metric(gw, "headwater_dead_letter_failures_total") == 1.0
+    assert metric(gw, "headwater_dead_letters_total") == 0.0
 
 
 def test_a_valid_batch_with_nothing_refused_writes_no_dead_letter(

@@ -15,9 +15,14 @@ GZIP_MAGIC = b"\x1f\x8b"
 _json = msgspec.json.Decoder()
 
 
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, without parameters ("" for none)."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
 def require_media(content_type: str | None, allowed: tuple[str, ...]) -> None:
     """A Content-Type whose media type is not in `allowed` is a 415 (none is accepted)."""
-    media = (content_type or "").split(";")[0].strip().lower()
+    media = media_type(content_type)
     if media and media not in allowed:
         choices = ", ".join(allowed[:-1]) + " or " + allowed[-1]
         raise UnsupportedMediaType(f"Content-Type {media!r} is not supported: send {choices}")

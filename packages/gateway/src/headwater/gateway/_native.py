@@ -9,7 +9,7 @@ import msgspec
 
 from headwater.sdk import AnyMessage, Batch
 
-from ._body import utf8_problem
+from ._body import media_type, utf8_problem
 from ._errors import BadPayload, UnsupportedMediaType
 from ._events import Incoming, Invalid, RawBatch, parse_sent_at
 
@@ -85,7 +85,7 @@ _any_msgpack = msgspec.msgpack.Decoder()
 
 def body_format(content_type: str | None) -> str:
     """`json` or `msgpack` from a Content-Type; anything else is a 415."""
-    media = (content_type or "application/json").split(";")[0].strip().lower()
+    media = media_type(content_type)
     if media in ("application/json", "text/plain", ""):
         return "json"
     if media in ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack"):

@@ -30,14 +30,13 @@ class ReplayReport(msgspec.Struct, kw_only=True):
 def _items(source: str, index: int, payload: bytes) -> tuple[list[Incoming | Invalid], Any]:
     """Parse a kept payload as its endpoint family would: one event, or a whole body (-1);
     with the body's `sent_at` (a lone event's was not kept)."""
-    if source == "native":
-        body = payload if index < 0 else b'{"batch":[' + payload + b"]}"
-        items, sent_at, _ = parse_native(body, "json")
-        return items, sent_at
-    if source == "posthog":
+    if source == "posthog":  # one event is a body of its own
         posthog = parse_posthog(payload)
         return posthog.items, posthog.sent_at if index < 0 else None
     body = payload if index < 0 else b'{"batch":[' + payload + b"]}"
+    if source == "native":
+        items, sent_at, _ = parse_native(body, "json")
+        return items, sent_at
     segment = parse_segment(body, kind=None)
     return segment.items, segment.sent_at if index < 0 else None
 
