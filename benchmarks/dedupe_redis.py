@@ -55,11 +55,11 @@ class _Load:
 
         async def worker() -> None:
             while time.monotonic() < stop:
-                keys = [f"bench:{uuid.uuid4()}" for _ in range(100)]
-                ticket = self.store.ticket(keys)
-                await self.store.claim(keys, ticket)
+                ids = [str(uuid.uuid4()) for _ in range(100)]
+                ticket = self.store.ticket("bench", ids)
+                await self.store.claim("bench", ids, ticket)
                 await self.store.confirm([ticket])
-                self.claimed.append((time.monotonic(), self.total + len(keys)))
+                self.claimed.append((time.monotonic(), self.total + len(ids)))
 
         await asyncio.gather(*(worker() for _ in range(8)))
 

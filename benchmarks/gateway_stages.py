@@ -8,12 +8,14 @@ Each stage runs for about `seconds` and reports events per second and the CPU it
 - **redis claim**: the gateway's `RedisDedupeStore.claim()` of 100 ids, `concurrency`
   calls in flight (the gateway's requests overlap too). Redis's own CPU is reported too.
 - **clickhouse insert**: the gateway's `ClickHouse.insert_lines()` (chDB, a fresh
-  directory, the gateway's migrations) of JSONCompactEachRow blocks of `block` rows made
-  by the gateway's own `to_row` and row encoder, one insert at a time as the committer.
+  directory, the gateway's migrations) of `JSONColumns` blocks of `block` rows made by
+  the gateway's own `Columns.block` and `encode_blocks`, one insert at a time as the
+  committer.
 
-Besides these three, the gateway's per-event Python work without I/O is measured
-(`parse_native` + `to_row` + row encode, as `Ingestor.ingest` does it) and the Redis
-`claim` + `confirm` pair that every request makes, to locate the gateway's costs.
+Besides these three, the gateway's per-request Python work without I/O is measured
+(`parse_native` + `Columns.block` + `encode_blocks`, as `Ingestor.ingest` and the sink do
+it) and the Redis `claim` + `confirm` pair that every request makes, to locate the
+gateway's costs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from benchmarks.gateway_server import REDIS_URL, delete_prefix, redis_cpu_second
 from benchmarks.gateway_workload import run_prefix
 from headwater.gateway import ClickHouse, RedisDedupeStore, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS
-from headwater.gateway._events import Context, EventRow, now, to_row
+from headwater.gateway._events import Columns, Context, RowBlock, encode_blocks, now
 from headwater.gateway._native import _json_batch, parse_native
 
 
@@ -81,29 +83,26 @@ def _context() -> Context:
                    sent_at=None, max_event_bytes=1_000_000)  # fmt: skip
 
 
-_row_encoder = msgspec.json.Encoder()
-
-
-def encoded_rows(body: bytes) -> list[bytes]:
-    """A body's events as the JSONCompactEachRow lines the gateway inserts."""
-    items, _, _ = parse_native(body, "json")
-    ctx = _context()
-    lines = []
-    for item in items:
-        row = to_row(item, ctx)  # type: ignore[arg-type]  # every workload event is valid
-        assert isinstance(row, EventRow), row
-        lines.append(_row_encoder.encode(row))
-    return lines
+def row_block(body: bytes) -> RowBlock:
+    """A body's events as the gateway's rows (every workload event passes the checks)."""
+    columns, _, _ = parse_native(body, "json")
+    assert isinstance(columns, Columns)
+    block = columns.block(_context())
+    assert block is not None
+    return block
 
 
 def rows_stage(bodies: list[bytes], seconds: float) -> Stage:
     cursor = iter(range(1 << 62))
 
     def step() -> int:
-        return len(encoded_rows(bodies[next(cursor) % len(bodies)]))
+        block = row_block(bodies[next(cursor) % len(bodies)])
+        encode_blocks([block])
+        return len(block)
 
     events, wall, cpu = _repeat(step, seconds)
-    return Stage("gateway python", "`parse_native` + `to_row` + row encode", events, wall, cpu)
+    what = "`parse_native` + `Columns.block` + `encode_blocks`"
+    return Stage("gateway python", what, events, wall, cpu)
 
 
 async def _redis_loop(
@@ -116,10 +115,10 @@ async def _redis_loop(
     async def worker() -> None:
         nonlocal events
         while time.perf_counter() < stop:
-            keys = [f"bench:{prefix}-{n:012x}" for n in range(events, events + 100)]
-            events += len(keys)  # before the await: no two workers take the same ids
-            ticket = store.ticket(keys)
-            await store.claim(keys, ticket)
+            ids = [f"{prefix}-{n:012x}" for n in range(events, events + 100)]
+            events += len(ids)  # before the await: no two workers take the same ids
+            ticket = store.ticket("bench", ids)
+            await store.claim("bench", ids, ticket)
             if confirm:
                 await store.confirm([ticket])
 
@@ -157,17 +156,6 @@ def redis_stage(seconds: float, *, confirm: bool, concurrency: int) -> Stage:
     return stage
 
 
-def _row_templates(bodies: list[bytes]) -> list[bytes]:
-    """Encoded rows with `%s-%012x` where the event id was (a fresh id per row later)."""
-    templates = []
-    for body in bodies:
-        items, _, _ = parse_native(body, "json")
-        for item, line in zip(items, encoded_rows(body), strict=True):
-            event_id = str(item.event_id).encode()
-            templates.append(line.replace(b"%", b"%%").replace(event_id, b"%s-%012x"))
-    return templates
-
-
 def insert_stage(bodies: list[bytes], seconds: float, *, block: int, scratch: Path) -> Stage:
     """Insert blocks of `block` rows (ids never repeated) into a fresh chDB `events` table
     in a new directory under `scratch`, which the caller deletes after every measurement:
@@ -176,8 +164,8 @@ def insert_stage(bodies: list[bytes], seconds: float, *, block: int, scratch: Pa
 
     Only the inserts are timed, not the making of each block.
     """
-    templates = _row_templates(bodies)
-    prefix = run_prefix()
+    blocks = [row_block(body) for body in bodies]
+    prefix = run_prefix().decode()
     directory = Path(tempfile.mkdtemp(prefix="hw-stage-chdb-", dir=scratch))
     clickhouse = ClickHouse.connect(f"chdb://{directory}", database="headwater")
     events = 0
@@ -185,11 +173,12 @@ def insert_stage(bodies: list[bytes], seconds: float, *, block: int, scratch: Pa
     try:
         migrate(clickhouse)
         while wall < seconds or events < 2 * block:
-            payload = b"\n".join(
-                templates[n % len(templates)] % (prefix, n) for n in range(events, events + block)
-            )
+            payload = encode_blocks(_fresh(blocks, prefix, events, block))
             started, cpu_started = time.perf_counter(), time.process_time()
-            clickhouse.insert_lines("events", EVENT_COLUMNS, payload, token=uuid.uuid4().hex)
+            token = uuid.uuid4().hex
+            clickhouse.insert_lines(
+                "events", EVENT_COLUMNS, payload, token=token, fmt="JSONColumns"
+            )
             wall += time.perf_counter() - started
             cpu += time.process_time() - cpu_started
             events += block
@@ -200,8 +189,21 @@ def insert_stage(bodies: list[bytes], seconds: float, *, block: int, scratch: Pa
         raise AssertionError(f"{events} rows inserted, {stored} in the table")
     return Stage(
         f"clickhouse insert {block:,}",
-        f"chDB `insert_lines` of {block:,}-row JSONCompactEachRow blocks",
+        f"chDB `insert_lines` of {block:,}-row JSONColumns blocks",
         events,
         wall,
         cpu / wall,
     )
+
+
+def _fresh(blocks: list[RowBlock], prefix: str, first: int, count: int) -> list[RowBlock]:
+    """`count` rows taken in turn from `blocks`, the `first`-th on, each with a new id."""
+    taken: list[RowBlock] = []
+    number = first
+    while number < first + count:
+        block = blocks[number // 100 % len(blocks)]
+        size = min(len(block), first + count - number)
+        ids = [f"{prefix}-{n:012x}" for n in range(number, number + size)]
+        taken.append(msgspec.structs.replace(block.take(list(range(size))), event_ids=ids))
+        number += size
+    return taken

@@ -460,36 +460,49 @@ def make_store(request: pytest.FixtureRequest, redis_url: str) -> StoreFactory:
     return make
 
 
+def found(*claims: Claim) -> str:
+    """A claim's answer: one character per id."""
+    return "".join(claims)
+
+
+SEEN, NEW, PENDING = Claim.SEEN, Claim.NEW, Claim.PENDING
+
+
 def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
-    async def scenario() -> tuple[list[list[Claim]], bool]:
+    async def scenario() -> tuple[list[str], bool]:
         store = make_store()
-        first = store.ticket(["p:a", "p:b"])
-        second = store.ticket(["p:a", "q:a", "p:c"])
+        first = store.ticket("p", ["a", "b"])
+        second = store.ticket("p", ["a", "c"])
+        other = store.ticket("q", ["a", "d"])
         try:
-            found = [
-                await store.claim([], first),
-                await store.claim(["p:a", "p:b"], first),
-                await store.claim(["p:a", "q:a", "p:c"], second),  # a: pending; q's a is not
-                await store.claim(["p:a", "p:b"], first),  # a claimer's own ids are its own
+            answers = [
+                await store.claim("p", [], first),
+                await store.claim("p", ["a", "b"], first),
+                await store.claim("p", ["a", "c"], second),  # a: pending
+                await store.claim("q", ["a", "d"], other),  # q's a is not p's
+                await store.claim("p", ["a", "b"], first),  # a claimer's own ids are its own
             ]
             await store.confirm([first])
-            await store.release(second, ["q:a", "p:c"])
-            keys = ["p:a", "p:b", "q:a", "p:c"]
-            found.append(await store.claim(keys, store.ticket(keys)))
-            await store.release(first, ["p:a"])  # settled already: changes nothing
-            found.append(await store.claim(["p:a", "q:a"], store.ticket(["p:a", "q:a"])))
-            return found, await store.ping()
+            await store.release(second, "p", ["c"])
+            ids = ["a", "b", "c"]
+            answers.append(await store.claim("p", ids, store.ticket("p", ids)))
+            await store.release(first, "p", ["a"])  # settled already: changes nothing
+            answers.append(await store.claim("p", ["a"], store.ticket("p", ["a"])))
+            answers.append(await store.claim("q", ["a"], store.ticket("q", ["a"])))
+            return answers, await store.ping()
         finally:
             await store.close()
 
     assert asyncio.run(scenario()) == (
         [
-            [],
-            [Claim.NEW, Claim.NEW],
-            [Claim.PENDING, Claim.NEW, Claim.NEW],
-            [Claim.NEW, Claim.NEW],
-            [Claim.SEEN, Claim.SEEN, Claim.NEW, Claim.NEW],
-            [Claim.SEEN, Claim.PENDING],
+            "",
+            found(NEW, NEW),
+            found(PENDING, NEW),
+            found(NEW, NEW),
+            found(NEW, NEW),
+            found(SEEN, SEEN, NEW),
+            found(SEEN),
+            found(PENDING),  # q's claimer neither confirmed nor released
         ],
         True,
     )
@@ -498,63 +511,59 @@ def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
 def test_store_one_id_requests(make_store: StoreFactory) -> None:
     """A request of one id (in Redis: no ticket key) against requests of several."""
 
-    async def scenario() -> list[list[Claim]]:
+    async def scenario() -> list[str]:
         store = make_store()
-        alone, twin, other = store.ticket(["p:x"]), store.ticket(["p:x"]), store.ticket(["p:z"])
-        pair = store.ticket(["p:x", "p:y"])
+        alone, twin = store.ticket("p", ["x"]), store.ticket("p", ["x"])
+        other, pair = store.ticket("p", ["z"]), store.ticket("p", ["x", "y"])
         try:
-            found = [
-                await store.claim(["p:x"], alone),
-                await store.claim(["p:x", "p:y"], pair),  # x: the lone request's, pending
-                await store.claim(["p:x"], twin),  # the same id sent again, alone
-                await store.claim(["p:z"], other),
+            answers = [
+                await store.claim("p", ["x"], alone),
+                await store.claim("p", ["x", "y"], pair),  # x: the lone request's, pending
+                await store.claim("p", ["x"], twin),  # the same id sent again, alone
+                await store.claim("p", ["z"], other),
             ]
-            await store.release(twin, [])  # gave up waiting: frees nothing of the first's
+            await store.release(twin, "p", [])  # gave up waiting: frees nothing of the first's
             await store.confirm([alone])
-            await store.release(other, ["p:z"])
-            await store.release(alone, ["p:x"])  # settled already: changes nothing
-            found.append(await store.claim(["p:x", "p:z"], store.ticket(["p:x", "p:z"])))
-            return found
+            await store.release(other, "p", ["z"])
+            await store.release(alone, "p", ["x"])  # settled already: changes nothing
+            answers.append(await store.claim("p", ["x", "z"], store.ticket("p", ["x", "z"])))
+            return answers
         finally:
             await store.close()
 
     assert asyncio.run(scenario()) == [
-        [Claim.NEW],
-        [Claim.PENDING, Claim.NEW],
-        [Claim.PENDING],
-        [Claim.NEW],
-        [Claim.SEEN, Claim.NEW],
+        found(NEW),
+        found(PENDING, NEW),
+        found(PENDING),
+        found(NEW),
+        found(SEEN, NEW),
     ]
 
 
 def test_tickets_differ_within_and_across_stores(make_store: StoreFactory) -> None:
     one, other = make_store(), make_store()
-    keys = ["p:a", "p:b"]
-    names = [one.ticket(keys), one.ticket(keys), other.ticket(keys)]
+    ids = ["a", "b"]
+    names = [one.ticket("p", ids), one.ticket("p", ids), other.ticket("p", ids)]
     for store in (one, other):
         asyncio.run(store.close())
     assert len(set(names)) == 3
 
 
 def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
-    async def scenario() -> list[list[Claim]]:
+    async def scenario() -> list[str]:
         store = make_store(pending_ttl=1)
         try:
-            found = [
-                await store.claim(["p:a"], store.ticket(["p:a"])),
-                await store.claim(["p:b", "p:c"], store.ticket(["p:b", "p:c"])),
+            answers = [
+                await store.claim("p", ["a"], store.ticket("p", ["a"])),
+                await store.claim("p", ["b", "c"], store.ticket("p", ["b", "c"])),
             ]
             await asyncio.sleep(1.2)  # the claimers died: no confirm, no release
-            keys = ["p:a", "p:b", "p:c"]
-            return [*found, await store.claim(keys, store.ticket(keys))]
+            ids = ["a", "b", "c"]
+            return [*answers, await store.claim("p", ids, store.ticket("p", ids))]
         finally:
             await store.close()
 
-    assert asyncio.run(scenario()) == [
-        [Claim.NEW],
-        [Claim.NEW, Claim.NEW],
-        [Claim.NEW, Claim.NEW, Claim.NEW],
-    ]
+    assert asyncio.run(scenario()) == [found(NEW), found(NEW, NEW), found(NEW, NEW, NEW)]
 
 
 def test_store_remembers_an_id_for_the_ttl_then_forgets_it(make_store: StoreFactory) -> None:
@@ -562,26 +571,29 @@ def test_store_remembers_an_id_for_the_ttl_then_forgets_it(make_store: StoreFact
     their claims and still find the ids; an id is kept for the TTL, and at most half a TTL
     and a bucket's rounding more."""
 
-    async def scenario() -> list[list[Claim]]:
+    async def scenario() -> list[str]:
         store = make_store(ttl=2)
-        keys = ["p:a", "p:b", "p:c"]
+        ids = ["a", "b", "c"]
         try:
-            alone, pair = store.ticket(["p:a"]), store.ticket(["p:b", "p:c"])
-            found = [await store.claim(["p:a"], alone), await store.claim(["p:b", "p:c"], pair)]
+            alone, pair = store.ticket("p", ["a"]), store.ticket("p", ["b", "c"])
+            answers = [
+                await store.claim("p", ["a"], alone),
+                await store.claim("p", ["b", "c"], pair),
+            ]
             await asyncio.sleep(1.1)
             await store.confirm([alone, pair])
-            found.append(await store.claim(keys, store.ticket(keys)))
+            answers.append(await store.claim("p", ids, store.ticket("p", ids)))
             await asyncio.sleep(3.0)  # over 3 s since the claims
-            found.append(await store.claim(keys, store.ticket(keys)))
-            return found
+            answers.append(await store.claim("p", ids, store.ticket("p", ids)))
+            return answers
         finally:
             await store.close()
 
     assert asyncio.run(scenario()) == [
-        [Claim.NEW],
-        [Claim.NEW, Claim.NEW],
-        [Claim.SEEN, Claim.SEEN, Claim.SEEN],
-        [Claim.NEW, Claim.NEW, Claim.NEW],
+        found(NEW),
+        found(NEW, NEW),
+        found(SEEN, SEEN, SEEN),
+        found(NEW, NEW, NEW),
     ]
 
 
@@ -589,11 +601,11 @@ def test_redis_store_unreachable() -> None:
     async def scenario() -> tuple[bool, list[str]]:
         store = RedisDedupeStore(NOWHERE, ttl=60, pending_ttl=10)
         errors = []
-        ticket = store.ticket(["p:a", "p:b"])
+        ticket = store.ticket("p", ["a", "b"])
         for call in (
-            store.claim(["p:a", "p:b"], ticket),
+            store.claim("p", ["a", "b"], ticket),
             store.confirm([ticket]),
-            store.release(ticket, ["p:a", "p:b"]),
+            store.release(ticket, "p", ["a", "b"]),
         ):
             try:
                 await call
@@ -612,32 +624,34 @@ def test_redis_store_unreachable() -> None:
 def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
     make_store: StoreFactory,
 ) -> None:
-    async def scenario() -> list[list[Claim]]:
+    async def scenario() -> list[str]:
         store = make_store()
 
-        async def claim(*keys: str) -> list[Claim]:
-            return await store.claim(keys, store.ticket(keys))
+        async def claim(project: str, *ids: str) -> str:
+            return await store.claim(project, ids, store.ticket(project, ids or ("-",)))
 
         try:
-            done = store.ticket(["p:stored"])
-            await store.claim(["p:stored"], done)
+            done = store.ticket("p", ["stored"])
+            await store.claim("p", ["stored"], done)
             await store.confirm([done])
             return list(
                 await asyncio.gather(
-                    claim("p:a", "p:b"),
-                    claim("p:b", "p:stored", "p:c"),  # b: the first caller's, pending
-                    claim(),
-                    claim("p:a"),
+                    claim("p", "a", "b"),
+                    claim("p", "b", "stored", "c"),  # b: the first caller's, pending
+                    claim("p"),
+                    claim("p", "a"),
+                    claim("q", "a", "b"),  # another project's, in the same call
                 )
             )
         finally:
             await store.close()
 
     assert asyncio.run(scenario()) == [
-        [Claim.NEW, Claim.NEW],
-        [Claim.PENDING, Claim.SEEN, Claim.NEW],
-        [],
-        [Claim.PENDING],
+        found(NEW, NEW),
+        found(PENDING, SEEN, NEW),
+        "",
+        found(PENDING),
+        found(NEW, NEW),
     ]
 
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
-from datetime import date
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import pytest
 
 from headwater.gateway import ClickHouse, ConfigError, Settings, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS, migrations
-from headwater.gateway._committer import GroupCommitter, InsertBlock
+from headwater.gateway._committer import GroupCommitter
+from headwater.gateway._events import RowBlock
 from headwater.gateway._settings import PostHogTarget
 from headwater.gateway._sink import ClickHouseSink
 
@@ -154,7 +156,27 @@ def test_cluster_migrations_use_replicated_and_distributed_tables() -> None:
     )
 
 
-def _slow_committer(insert: InsertBlock) -> GroupCommitter:
+Block = TypeVar("Block")
+
+
+def _rows(*event_ids: str) -> RowBlock:
+    """Rows of one request, an event each of `event_ids`."""
+    at = datetime(2026, 11, 20, tzinfo=UTC)
+    count = len(event_ids)
+    return RowBlock(
+        project="p",
+        received_at=at + timedelta(seconds=1),
+        lib="lib",
+        source="native",
+        event_ids=list(event_ids),
+        events=["e"] * count,
+        distinct_ids=["u"] * count,
+        timestamps=[at] * count,
+        properties=[msgspec.Raw(b"{}")] * count,
+    )
+
+
+def _slow_committer(insert: Callable[[list[Block], str], None]) -> GroupCommitter[Block]:
     """A committer whose inserts start at least 60 s apart: what waits is visible."""
     return GroupCommitter(
         insert, max_rows=1000, max_bytes=10**6, max_delay=60.0, queue_rows=10**6, deadline=5.0
@@ -167,15 +189,13 @@ def test_shutdown_stores_what_is_buffered(clickhouse: ClickHouse) -> None:
     migrate(db)
     sink = ClickHouseSink(db)
 
-    def line(n: int) -> bytes:
-        event_id = f"0193aaaa-0000-7000-8000-0000000000{n:02d}"
-        times = ["2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z"]
-        return json.dumps(["p", event_id, "e", "u", *times, "{}", "lib", "native"]).encode()
+    def block(n: int) -> RowBlock:
+        return _rows(f"0193aaaa-0000-7000-8000-0000000000{n:02d}")
 
     async def scenario() -> None:
         committer = _slow_committer(sink.insert_events)
         committer.start()
-        waiters = [asyncio.create_task(committer.submit(line(n) + b"\n", 1)) for n in range(3)]
+        waiters = [asyncio.create_task(committer.submit(block(n), 1, 200)) for n in range(3)]
         await asyncio.sleep(0)  # the three requests are waiting; the 60 s delay has not passed
         await committer.drain()
         await asyncio.gather(*waiters)
@@ -224,10 +244,12 @@ def test_inserts_start_max_delay_apart_and_the_first_after_a_quiet_spell_at_once
     inserted: list[bytes] = []
 
     async def scenario() -> list[bytes]:
-        committer = _slow_committer(lambda body, token: inserted.append(body))
+        committer: GroupCommitter[bytes] = _slow_committer(
+            lambda blocks, token: inserted.append(b"".join(blocks))
+        )
         committer.start()
-        await committer.submit(b"a\n", 1)  # nothing inserted for 60 s: it goes at once
-        later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
+        await committer.submit(b"a\n", 1, 2)  # nothing inserted for 60 s: it goes at once
+        later = [asyncio.create_task(committer.submit(row, 1, 2)) for row in (b"b\n", b"c\n")]
         await asyncio.sleep(0.05)
         waiting = list(inserted)  # b and c wait for the 60 s since a's insert started
         await committer.drain()
@@ -373,17 +395,17 @@ def test_a_full_block_goes_at_once_and_blocks_are_cut_at_the_limits(
 
     async def scenario() -> list[bytes]:
         settings: dict[str, Any] = {"max_rows": 1000, "max_bytes": 10**6, **limits}
-        committer = GroupCommitter(
-            lambda body, token: inserted.append(body),
+        committer: GroupCommitter[bytes] = GroupCommitter(
+            lambda blocks, token: inserted.append(b"".join(blocks)),
             max_delay=60.0,
             queue_rows=10**6,
             deadline=5.0,
             **settings,
         )
         committer.start()
-        await committer.submit(b"a\n", 1)  # after a quiet spell: at once
-        later = [asyncio.create_task(committer.submit(row, 1)) for row in (b"b\n", b"c\n")]
-        later += [asyncio.create_task(committer.submit(row, 1)) for row in (b"d\n", b"e\n")]
+        await committer.submit(b"a\n", 1, 2)  # after a quiet spell: at once
+        rows = (b"b\n", b"c\n", b"d\n", b"e\n")
+        later = [asyncio.create_task(committer.submit(row, 1, len(row))) for row in rows]
 
         async def two_inserts() -> None:
             while len(inserted) < 2:
@@ -406,14 +428,9 @@ def test_a_block_retried_with_its_token_is_stored_once(clickhouse: ClickHouse) -
     db.command("DROP DATABASE IF EXISTS hw_token")
     migrate(db)
     sink = ClickHouseSink(db)
-    times = ["2026-11-20T00:00:00Z", "2026-11-20T00:00:01Z"]
-    block = b"".join(
-        json.dumps(["p", str(uuid.uuid4()), "e", "u", *times, "{}", "lib", "native"]).encode()
-        + b"\n"
-        for _ in range(3)
-    )
-    sink.insert_events(block, "token-1")
-    sink.insert_events(block, "token-1")  # the retry
+    blocks = [_rows(str(uuid.uuid4()), str(uuid.uuid4())), _rows(str(uuid.uuid4()))]
+    sink.insert_events(blocks, "token-1")
+    sink.insert_events(blocks, "token-1")  # the retry
     assert db.rows("SELECT count() FROM hw_token.events") == [(3,)]
-    sink.insert_events(block, "token-2")  # another block that happens to hold the same rows
+    sink.insert_events(blocks, "token-2")  # another block that happens to hold the same rows
     assert db.rows("SELECT count() FROM hw_token.events") == [(6,)]

@@ -26,7 +26,7 @@ from headwater.sdk import BatchResult
 
 from ._body import decode_content, read_body, require_media
 from ._errors import BadPayload, RequestError, Unauthorized, Unavailable
-from ._events import Context, Incoming, Invalid, now
+from ._events import Columns, Context, Incoming, Invalid, now
 from ._fast import NativeFastPath
 from ._flags import FLAGS_PATHS, NO_FLAGS, NO_FLAGS_WITH_ERRORS, parse_flags
 from ._gateway import Gateway
@@ -86,7 +86,13 @@ class Handlers:
         )
 
     async def _ingest(
-        self, *, project: str, source: str, lib: str, sent_at: Any, items: list[Incoming | Invalid]
+        self,
+        *,
+        project: str,
+        source: str,
+        lib: str,
+        sent_at: Any,
+        items: list[Incoming | Invalid] | Columns,
     ) -> BatchResult:
         ctx = Context(
             project=project,

@@ -1,10 +1,10 @@
 """Group commit: rows of concurrent requests become one ClickHouse insert.
 
-A request hands its encoded rows (one block of lines) to `submit()` and waits; the
-flusher task takes every waiting request (up to `max_rows`/`max_bytes`) once `max_delay`
-has passed since the previous insert started, or enough rows are in, inserts them as one
-block (with a deduplication token, so a retry of the same block is a no-op), and answers
-every waiter.
+A request hands its rows (one block, whatever the insert takes) to `submit()` and waits;
+the flusher task takes every waiting request (up to `max_rows`/`max_bytes`) once
+`max_delay` has passed since the previous insert started, or enough rows are in, inserts
+their blocks as one (with a deduplication token, so a retry of the same insert is a
+no-op), and answers every waiter.
 Past `deadline` the waiters get `SinkUnavailable`; beyond `queue_rows` waiting rows new
 requests get `Overloaded` at once.
 """
@@ -19,29 +19,31 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from ._errors import Overloaded, SinkUnavailable
 
 logger = logging.getLogger("headwater.gateway")
 
-InsertBlock = Callable[[bytes, str], None]  # (JSONCompactEachRow lines, token); blocking
+Block = TypeVar("Block")
 
 
 @dataclass
-class _Waiter:
-    block: bytes  # newline-terminated rows
+class _Waiter(Generic[Block]):
+    block: Block
     rows: int
+    size: int  # bytes, about
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-class GroupCommitter:
-    """Coalesces concurrent inserts into blocks; one block in flight at a time."""
+class GroupCommitter(Generic[Block]):
+    """Coalesces concurrent inserts into one; one insert in flight at a time."""
 
     def __init__(
         self,
-        insert: InsertBlock,
+        insert: Callable[[list[Block], str], None],  # (blocks, token); blocking
         *,
         max_rows: int,
         max_bytes: int,
@@ -57,7 +59,7 @@ class GroupCommitter:
         self._queue_rows = queue_rows
         self._deadline = deadline
         self._on_flush = on_flush
-        self._waiting: deque[_Waiter] = deque()
+        self._waiting: deque[_Waiter[Block]] = deque()
         self._rows = 0
         self._bytes = 0
         self._arrived = asyncio.Event()
@@ -83,8 +85,8 @@ class GroupCommitter:
         if self._rows >= self._queue_rows:
             raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
 
-    async def submit(self, block: bytes, rows: int) -> None:
-        """Return once the `rows` newline-terminated lines of `block` are stored; raise
+    async def submit(self, block: Block, rows: int, size: int) -> None:
+        """Return once the `rows` rows of `block` (about `size` bytes) are stored; raise
         `Unavailable` when they were not."""
         if not rows:
             return
@@ -92,10 +94,10 @@ class GroupCommitter:
             raise Overloaded("the gateway is shutting down", retry_after=5)
         if self._rows and self._rows + rows > self._queue_rows:  # one big request: alone
             raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
-        waiter = _Waiter(block, rows)
+        waiter = _Waiter(block, rows, size)
         self._waiting.append(waiter)
         self._rows += rows
-        self._bytes += len(block)
+        self._bytes += size
         self._arrived.set()
         if self._rows >= self._max_rows or self._bytes >= self._max_bytes:
             self._full.set()
@@ -118,18 +120,18 @@ class GroupCommitter:
                 self._last_start = loop.time()
                 await self._commit(batch)
 
-    def _fits(self, waiter: _Waiter, rows: int, size: int) -> bool:
-        return rows + waiter.rows <= self._max_rows and size + len(waiter.block) <= self._max_bytes
+    def _fits(self, waiter: _Waiter[Block], rows: int, size: int) -> bool:
+        return rows + waiter.rows <= self._max_rows and size + waiter.size <= self._max_bytes
 
-    def _take(self) -> list[_Waiter]:
+    def _take(self) -> list[_Waiter[Block]]:
         """The oldest waiters whose rows fit one block (at least one)."""
-        taken: list[_Waiter] = []
+        taken: list[_Waiter[Block]] = []
         rows = size = 0
         while self._waiting and (not taken or self._fits(self._waiting[0], rows, size)):
             waiter = self._waiting.popleft()
             taken.append(waiter)
             rows += waiter.rows
-            size += len(waiter.block)
+            size += waiter.size
         self._rows -= rows
         self._bytes -= size
         if not self._waiting:
@@ -138,13 +140,13 @@ class GroupCommitter:
             self._full.clear()
         return taken
 
-    async def _commit(self, batch: list[_Waiter]) -> None:
-        body = b"".join(waiter.block for waiter in batch)
+    async def _commit(self, batch: list[_Waiter[Block]]) -> None:
+        blocks = [waiter.block for waiter in batch]
         rows = sum(waiter.rows for waiter in batch)
         token = uuid.uuid4().hex
         loop = asyncio.get_running_loop()
         started = loop.time()
-        error = await self._insert_within_deadline(body, token, started + self._deadline)
+        error = await self._insert_within_deadline(blocks, token, started + self._deadline)
         self._on_flush(rows, loop.time() - started)
         for waiter in batch:
             if waiter.done.done():
@@ -155,13 +157,13 @@ class GroupCommitter:
                 waiter.done.set_exception(error)
 
     async def _insert_within_deadline(
-        self, body: bytes, token: str, deadline: float
+        self, blocks: list[Block], token: str, deadline: float
     ) -> SinkUnavailable | None:
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
             try:
-                if not await self._attempt(body, token, deadline):
+                if not await self._attempt(blocks, token, deadline):
                     return SinkUnavailable(
                         f"ClickHouse did not finish an insert within {self._deadline:g} s",
                         retry_after=2,
@@ -178,7 +180,7 @@ class GroupCommitter:
             else:
                 return None
 
-    async def _attempt(self, body: bytes, token: str, deadline: float) -> bool:
+    async def _attempt(self, blocks: list[Block], token: str, deadline: float) -> bool:
         """Insert once; False when the insert did not end by `deadline`.
 
         A thread cannot be stopped: an insert given up on may still store its block (the
@@ -193,7 +195,7 @@ class GroupCommitter:
                 return False
         # A thread of its own: inserts never queue behind other blocking calls (a hung
         # insert leaves the default executor's threads waiting for ClickHouse).
-        attempt = loop.run_in_executor(self._executor, self._insert, body, token)
+        attempt = loop.run_in_executor(self._executor, self._insert, blocks, token)
         attempt.add_done_callback(_retrieved)
         self._in_flight = attempt
         await asyncio.wait([attempt], timeout=deadline - loop.time())

@@ -30,26 +30,30 @@ from redis.exceptions import RedisError
 from ._errors import DedupeUnavailable
 
 
-class Claim(enum.IntEnum):
-    """What a claim found for one id."""
+class Claim(enum.StrEnum):
+    """What a claim found for one id: one character of a claim's answer."""
 
-    SEEN = 0  # stored before: a duplicate
-    NEW = 1  # ours now: insert it, then confirm or release
-    PENDING = 2  # another request is inserting it right now
+    SEEN = "0"  # stored before: a duplicate
+    NEW = "1"  # ours now: insert it, then confirm or release
+    PENDING = "2"  # another request is inserting it right now
 
 
 class DedupeStore(Protocol):
     """Where the gateway remembers which event ids it has stored."""
 
-    def ticket(self, keys: Sequence[str]) -> str:
-        """A new ticket: the name one request claims `keys` (and only those) under."""
+    def ticket(self, project: str, ids: Sequence[str]) -> str:
+        """A new ticket: the name one request claims a project's `ids` (and only those)
+        under."""
         ...
 
-    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]: ...
+    async def claim(self, project: str, ids: Sequence[str], ticket: str) -> str:
+        """One `Claim` character per id, in order (a string: a request whose ids are all
+        new is told so by one `count`, not a loop)."""
+        ...
 
     async def confirm(self, tickets: Sequence[str]) -> None: ...
 
-    async def release(self, ticket: str, keys: Sequence[str]) -> None: ...
+    async def release(self, ticket: str, project: str, ids: Sequence[str]) -> None: ...
 
     async def ping(self) -> bool: ...
 
@@ -78,16 +82,17 @@ class MemoryDedupeStore:
         self._pending: OrderedDict[str, tuple[list[str], float]] = OrderedDict()
         self._tickets = _Tickets()
 
-    def ticket(self, keys: Sequence[str]) -> str:
+    def ticket(self, project: str, ids: Sequence[str]) -> str:
         return self._tickets()
 
-    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
+    async def claim(self, project: str, ids: Sequence[str], ticket: str) -> str:
         now = time.monotonic()
         self._expire_tickets(now)
         held, _ = self._pending.pop(ticket, ([], 0.0))
         self._pending[ticket] = (held, now + self._pending_ttl)
         out = []
-        for key in keys:
+        for event_id in ids:
+            key = f"{project}:{event_id}"
             entry = self._entries.get(key)
             if entry is not None and entry[0] == ticket:  # ours already
                 out.append(Claim.NEW)
@@ -104,7 +109,7 @@ class MemoryDedupeStore:
             held.append(key)
             out.append(Claim.NEW)
         self._evict()
-        return out
+        return "".join(out)
 
     async def confirm(self, tickets: Sequence[str]) -> None:
         until = time.monotonic() + self._ttl
@@ -116,9 +121,10 @@ class MemoryDedupeStore:
                     self._entries.move_to_end(key)
         self._evict()
 
-    async def release(self, ticket: str, keys: Sequence[str]) -> None:
+    async def release(self, ticket: str, project: str, ids: Sequence[str]) -> None:
         self._pending.pop(ticket, None)
-        for key in keys:
+        for event_id in ids:
+            key = f"{project}:{event_id}"
             entry = self._entries.get(key)
             if entry is not None and entry[0] == ticket:
                 del self._entries[key]
@@ -303,8 +309,6 @@ return ''
 
 BUCKETS = 2  # time buckets per TTL: an id is kept for the TTL to 3/2 of it
 
-_CLAIMS = {ord(str(int(claim))): claim for claim in Claim}
-
 
 class Coalescer:
     """Calls of one script made in the same event-loop tick, sent as one call.
@@ -396,10 +400,10 @@ class RedisDedupeStore:
             for name, script in (("claim", _CLAIM), ("confirm", _CONFIRM), ("release", _RELEASE))
         }
 
-    def ticket(self, keys: Sequence[str]) -> str:
+    def ticket(self, project: str, ids: Sequence[str]) -> str:
         # One id, the most common request of all: the ticket names it, so that the confirm
         # can mark the id itself and Redis keeps one entry per event rather than two.
-        return f"{self._tickets()}={keys[0]}" if len(keys) == 1 else self._tickets()
+        return f"{self._tickets()}={project}:{ids[0]}" if len(ids) == 1 else self._tickets()
 
     async def _script(self, name: str, script: AsyncScript, lines: list[str]) -> bytes:
         try:
@@ -408,25 +412,17 @@ class RedisDedupeStore:
             raise DedupeUnavailable(f"Redis {name} failed: {exc}") from exc
         return found if isinstance(found, bytes) else b""
 
-    async def claim(self, keys: Sequence[str], ticket: str) -> list[Claim]:
-        if not keys:
-            return []
-        words = [ticket]
-        project = None
-        for key in keys:
-            name, _, event_id = key.rpartition(":")
-            if name != project:
-                words.append("\x01" + name)
-                project = name
-            words.append(event_id)
-        found = await self._calls["claim"](words, len(keys))
-        return [_CLAIMS[status] for status in found]
+    async def claim(self, project: str, ids: Sequence[str], ticket: str) -> str:
+        if not ids:
+            return ""
+        found = await self._calls["claim"]([ticket, "\x01" + project, *ids], len(ids))
+        return found.decode("ascii")
 
     async def confirm(self, tickets: Sequence[str]) -> None:
         if tickets:
             await self._calls["confirm"](tickets)
 
-    async def release(self, ticket: str, keys: Sequence[str]) -> None:
+    async def release(self, ticket: str, project: str, ids: Sequence[str]) -> None:
         await self._calls["release"]([ticket])
 
     async def ping(self) -> bool:

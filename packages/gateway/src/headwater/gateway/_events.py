@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+
+from ._clickhouse import EVENT_COLUMNS
 
 MAX_NAME_LENGTH = 200
 MAX_FUTURE = timedelta(hours=23)
@@ -17,7 +19,9 @@ MAX_SHOWN = 80  # characters of a rejected value quoted in its reason
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # DateTime64's lower bound
 _FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
-_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CANONICAL_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_CANONICAL = re.compile(_CANONICAL_TEXT)
+_CANONICAL_IDS = re.compile(rf"{_CANONICAL_TEXT}(?:\n{_CANONICAL_TEXT})*")  # one per line
 _ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")  # Headwater's UUIDv5 namespace
 
 
@@ -37,8 +41,9 @@ class RawBatch:
         return self._events[index]
 
 
-class Incoming(msgspec.Struct, kw_only=True):
-    """An event as a sender described it, before any check."""
+class Incoming(msgspec.Struct, kw_only=True, gc=False):
+    """An event as a sender described it, before any check. (Untracked by the garbage
+    collector: nothing it holds refers back to it.)"""
 
     event: Any
     distinct_id: Any
@@ -80,7 +85,7 @@ class EventRow(msgspec.Struct, array_like=True, kw_only=True, gc=False):
     source: str
 
 
-class Invalid(msgspec.Struct, kw_only=True):
+class Invalid(msgspec.Struct, kw_only=True, gc=False):
     """An event of a request that could not even be read as one."""
 
     reason: str
@@ -105,6 +110,177 @@ class Context(msgspec.Struct, kw_only=True):
         # the device's clock skew
         self.skew = timedelta(0) if self.sent_at is None else self.received_at - self.sent_at
         self.latest = self.received_at + MAX_FUTURE
+
+
+ROW_BYTES = 160  # what a row of `events` takes besides its properties, about (JSON)
+
+
+class RowBlock(msgspec.Struct, kw_only=True, gc=False):
+    """One request's rows of `events`, as columns: what the group commit inserts.
+
+    Every row of a request shares its project, arrival time, library and source, so those
+    are kept once. Columns cost no Python per event to build, take or encode (msgspec
+    encodes a list in C), where a row each did (BENCHMARKS.md, gateway section 1).
+    """
+
+    project: str
+    received_at: datetime
+    lib: str
+    source: str
+    event_ids: list[str]
+    events: list[str]
+    distinct_ids: list[str]
+    timestamps: list[datetime]
+    properties: list[msgspec.Raw]  # each a JSON object's text
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @property
+    def size(self) -> int:
+        """About the bytes its rows take as JSON (the group commit's `max_bytes`)."""
+        return sum(map(len, self.properties)) + ROW_BYTES * len(self.event_ids)
+
+    @classmethod
+    def of_rows(cls, ctx: Context, rows: list[EventRow]) -> RowBlock:
+        return cls(
+            project=ctx.project,
+            received_at=ctx.received_at,
+            lib=ctx.lib,
+            source=ctx.source,
+            event_ids=[row.event_id for row in rows],
+            events=[row.event for row in rows],
+            distinct_ids=[row.distinct_id for row in rows],
+            timestamps=[row.timestamp for row in rows],
+            properties=[row.properties for row in rows],
+        )
+
+    def take(self, indices: list[int]) -> RowBlock:
+        """The rows at `indices`, in that order."""
+        return msgspec.structs.replace(
+            self,
+            event_ids=[self.event_ids[i] for i in indices],
+            events=[self.events[i] for i in indices],
+            distinct_ids=[self.distinct_ids[i] for i in indices],
+            timestamps=[self.timestamps[i] for i in indices],
+            properties=[self.properties[i] for i in indices],
+        )
+
+    def rows(self) -> list[EventRow]:
+        """Row by row (for PostHog), each with a copy of its properties: a view of the
+        request's body would keep the whole body alive."""
+        return [
+            EventRow(
+                project=self.project,
+                event_id=event_id,
+                event=event,
+                distinct_id=distinct_id,
+                timestamp=timestamp,
+                received_at=self.received_at,
+                properties=properties.copy(),
+                lib=self.lib,
+                source=self.source,
+            )
+            for event_id, event, distinct_id, timestamp, properties in zip(
+                self.event_ids,
+                self.events,
+                self.distinct_ids,
+                self.timestamps,
+                self.properties,
+                strict=True,
+            )
+        ]
+
+
+def encode_blocks(blocks: Sequence[RowBlock]) -> bytes:
+    """Rows of `events` as one `JSONColumns` object (ClickHouse reads each properties
+    object into its String column as it is: `input_format_json_read_objects_as_strings`)."""
+    columns: dict[str, list[Any]] = {name: [] for name in EVENT_COLUMNS}  # the table's order
+    for block in blocks:
+        count = len(block.event_ids)
+        columns["project"] += [block.project] * count
+        columns["event_id"] += block.event_ids
+        columns["event"] += block.events
+        columns["distinct_id"] += block.distinct_ids
+        columns["timestamp"] += block.timestamps
+        columns["received_at"] += [block.received_at] * count
+        columns["properties"] += block.properties
+        columns["lib"] += [block.lib] * count
+        columns["source"] += [block.source] * count
+    return _columns_encoder.encode(columns)
+
+
+_columns_encoder = msgspec.json.Encoder()
+
+
+class Columns(msgspec.Struct, kw_only=True, gc=False):
+    """A batch whose every message decoded whole, read as columns: taken at once when
+    all of its events pass the checks together (`block`), else one by one (`items`)."""
+
+    event_ids: list[str]
+    events: list[str]
+    distinct_ids: list[str]
+    timestamps: list[datetime | None]
+    properties: list[msgspec.Raw]  # each checked to be an object's text
+    body_size: int  # no event is larger than its body
+    items: Callable[[], list[Incoming | Invalid]]  # the same events, to check one by one
+
+    def block(self, ctx: Context) -> RowBlock | None:
+        """The rows, when each event would pass `to_row` unchanged but for the common
+        clock-skew correction; None when any might not (its own check names why)."""
+        timestamps = self._corrected(ctx) if self._envelopes_pass(ctx) else None
+        if timestamps is None:
+            return None
+        return RowBlock(
+            project=ctx.project,
+            received_at=ctx.received_at,
+            lib=ctx.lib,
+            source=ctx.source,
+            event_ids=self.event_ids,
+            events=self.events,
+            distinct_ids=self.distinct_ids,
+            timestamps=timestamps,
+            properties=self.properties,
+        )
+
+    def _envelopes_pass(self, ctx: Context) -> bool:
+        """Names, sizes and ids: every one as `to_row` takes it without a second look."""
+        return (
+            bool(self.event_ids)
+            and self.body_size <= ctx.max_event_bytes
+            and _names_pass(self.events)
+            and _names_pass(self.distinct_ids)
+            # no missing id (derived from the event's text), no other spelling
+            and _CANONICAL_IDS.fullmatch("\n".join(self.event_ids)) is not None
+        )
+
+    def _corrected(self, ctx: Context) -> list[datetime] | None:
+        """Every time in UTC, in whole milliseconds (the column's), corrected by a whole
+        number of milliseconds, within the bounds: each corrected alike, none clamped."""
+        stamps = self.timestamps
+        if None in stamps or not all(
+            stamp.tzinfo is UTC and not stamp.microsecond % 1000  # type: ignore[union-attr]
+            for stamp in stamps
+        ):
+            return None
+        timestamps: list[datetime] = stamps  # type: ignore[assignment]
+        skew = ctx.skew
+        if skew and skew.microseconds % 1000:
+            return None
+        if skew:
+            try:
+                timestamps = [stamp + skew for stamp in timestamps]
+            except OverflowError:
+                return None
+        if max(timestamps) > ctx.latest or min(timestamps) < EARLIEST:
+            return None
+        return timestamps
+
+
+def _names_pass(values: list[str]) -> bool:
+    """Whether every name is 1-200 characters without NUL: three scans in C."""
+    lengths = list(map(len, values))
+    return min(lengths) > 0 and max(lengths) <= MAX_NAME_LENGTH and "\x00" not in "".join(values)
 
 
 _properties_encoder = msgspec.json.Encoder()

@@ -13,13 +13,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from posthog.request import batch_post
 
-from ._events import EventRow
+from ._events import EventRow, RowBlock
 from ._metrics import Metrics
 from ._settings import PostHogTarget
 
@@ -88,23 +88,22 @@ class Forwarder:
         if self.enabled:
             self._thread.start()
 
-    def forward(self, rows: Sequence[EventRow]) -> None:
+    def forward(self, block: RowBlock) -> None:
         """Queue one request's stored rows (one project's) for PostHog; never blocks (a
         full queue drops and counts)."""
-        if not rows or self.target(rows[0].project) is None:
+        if not len(block) or self.target(block.project) is None:
             return
+        count = len(block)
         with self._lock:  # one request larger than the whole queue goes when it is empty
             room = not self._stopped and (
-                not self._queued or self._queued + len(rows) <= self._capacity
+                not self._queued or self._queued + count <= self._capacity
             )
             if room:
-                self._queued += len(rows)
+                self._queued += count
         if not room:
-            self._metrics.forward_dropped.inc(len(rows))
+            self._metrics.forward_dropped.inc(count)
             return
-        # A row's properties may be a view of its request's body: a copy lets the body go.
-        detached = [msgspec.structs.replace(row, properties=row.properties.copy()) for row in rows]
-        self._queue.put(detached)
+        self._queue.put(block.rows())
 
     def target(self, project: str) -> PostHogTarget | None:
         """The PostHog of `project`'s events; None: they are not forwarded."""

@@ -23,6 +23,7 @@ from ._clickhouse import migrate
 from ._committer import GroupCommitter
 from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from ._errors import SinkUnavailable
+from ._events import RowBlock
 from ._flags import FlagsProxy
 from ._forwarder import Forwarder, Post, posthog_post
 from ._ingest import Ingestor
@@ -73,7 +74,7 @@ class Gateway:
         )
         self._ingestor: Ingestor | None = None
         self._scheduler: Scheduler | None = None
-        self._committer: GroupCommitter | None = None
+        self._committer: GroupCommitter[RowBlock] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
 
     @property

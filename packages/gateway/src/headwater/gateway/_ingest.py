@@ -16,7 +16,7 @@ from headwater.sdk import BatchResult, Rejection
 from ._committer import GroupCommitter
 from ._dedupe import Claim, DedupeStore
 from ._errors import DedupeUnavailable, Unavailable
-from ._events import Context, EventRow, Incoming, Invalid, to_row
+from ._events import Columns, Context, EventRow, Incoming, Invalid, RowBlock, to_row
 from ._forwarder import Forwarder
 from ._metrics import Metrics
 from ._plan import PlanEnforcer
@@ -24,7 +24,7 @@ from ._sink import EventSink
 
 logger = logging.getLogger("headwater.gateway")
 
-_rows = msgspec.json.Encoder()
+_rows = msgspec.json.Encoder()  # dead letters: JSONCompactEachRow
 
 
 class _ErrorRow(msgspec.Struct, array_like=True):
@@ -44,7 +44,7 @@ class Ingestor:
         self,
         *,
         dedupe: DedupeStore,
-        committer: GroupCommitter,
+        committer: GroupCommitter[RowBlock],
         sink: EventSink,
         forwarder: Forwarder,
         metrics: Metrics,
@@ -69,7 +69,11 @@ class Ingestor:
         self._committer.admit()
 
     async def ingest(
-        self, ctx: Context, items: Sequence[Incoming | Invalid], *, keep_rejected: bool = True
+        self,
+        ctx: Context,
+        events: Sequence[Incoming | Invalid] | Columns,
+        *,
+        keep_rejected: bool = True,
     ) -> BatchResult:
         """Store the valid events of one request; say what happened to each.
 
@@ -77,11 +81,20 @@ class Ingestor:
         replay of that table, whose rows are there already).
         """
         counters = self._metrics.source(ctx.source)
-        counters.received.inc(len(items))
+        if isinstance(events, Columns):
+            # Checked all at once when they can be (no tracking plan reads them): the
+            # common case, with no Python per event.
+            planned = self._plans is not None and self._plans.covers(ctx.project)
+            block = None if planned else events.block(ctx)
+            if block is not None:
+                counters.received.inc(len(block))
+                return await self._accept(ctx, block, [])
+            events = events.items()
+        counters.received.inc(len(events))
         rows: list[EventRow] = []
         rejected: list[Rejection] = []
         dead: list[_ErrorRow] = []
-        for index, item in enumerate(items):
+        for index, item in enumerate(events):
             outcome = item.reason if isinstance(item, Invalid) else self._check(ctx, item)
             if isinstance(outcome, EventRow):
                 rows.append(outcome)
@@ -90,14 +103,22 @@ class Ingestor:
             rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
             raw = item.raw if isinstance(item, Invalid) else item.text()
             dead.append(_dead_letter(ctx, index, outcome, raw))
-        fresh, duplicates = await self._store(rows)
+        result = await self._accept(ctx, RowBlock.of_rows(ctx, rows), rejected)
         if dead and keep_rejected:
             await self.dead_letters(dead)
+        if rejected:
+            counters.rejected.inc(len(rejected))
+        return result
+
+    async def _accept(
+        self, ctx: Context, block: RowBlock, rejected: list[Rejection]
+    ) -> BatchResult:
+        """Store the rows not stored before; forward them."""
+        fresh, duplicates = await self._store(block)
+        counters = self._metrics.source(ctx.source)
         counters.accepted.inc(len(fresh))
         if duplicates:  # each increment takes a lock: none for what did not happen
             counters.duplicates.inc(duplicates)
-        if rejected:
-            counters.rejected.inc(len(rejected))
         self._forwarder.forward(fresh)
         return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 
@@ -109,19 +130,24 @@ class Ingestor:
                 return refused
         return to_row(item, ctx)
 
-    async def _store(self, rows: list[EventRow]) -> tuple[list[EventRow], int]:
-        unique: dict[str, EventRow] = {}
-        for row in rows:
-            unique.setdefault(row.project + ":" + row.event_id, row)
-        keys = list(unique)
-        ticket = self._dedupe.ticket(keys)
-        claimed, seen = await self._claim(keys, ticket)
-        fresh = [unique[key] for key in claimed] if claimed is not None else list(unique.values())
+    async def _store(self, block: RowBlock) -> tuple[RowBlock, int]:
+        """(the rows stored now, how many were duplicates: within the request or before)."""
+        ids = block.event_ids
+        if len(set(ids)) < len(ids):  # an id twice in one request: its first row counts
+            firsts: dict[str, int] = {}
+            for index, event_id in enumerate(ids):
+                firsts.setdefault(event_id, index)
+            block = block.take(list(firsts.values()))
+        within = len(ids) - len(block)
+        ids = block.event_ids
+        ticket = self._dedupe.ticket(block.project, ids)
+        claimed, seen = await self._claim(block.project, ids, ticket)
+        fresh = block if claimed is None or len(claimed) == len(block) else block.take(claimed)
         try:
-            await self._committer.submit(_rows.encode_lines(fresh), len(fresh))
+            await self._committer.submit(fresh, len(fresh), fresh.size)
         except BaseException:  # not stored, or not known to be: free the ids for the retry
             if claimed:
-                await self._settle(self._dedupe.release(ticket, claimed))
+                await self._settle(self._dedupe.release(ticket, block.project, fresh.event_ids))
             raise
         if claimed:
             # Stored: the answer does not wait for this bookkeeping. Until it lands, a
@@ -129,7 +155,7 @@ class Ingestor:
             if not self._to_confirm:
                 asyncio.get_running_loop().call_soon(self._confirm_queued)
             self._to_confirm.append(ticket)
-        return fresh, len(rows) - len(unique) + seen
+        return fresh, within + seen
 
     def _confirm_queued(self) -> None:
         """One confirm for every request of this loop tick (one task, not one each)."""
@@ -144,43 +170,53 @@ class Ingestor:
             await asyncio.sleep(0)  # queued tickets get their task on the next tick
             await asyncio.gather(*self._confirming)
 
-    async def _claim(self, keys: list[str], ticket: str) -> tuple[list[str] | None, int]:
-        """(keys now ours, count already stored); None: Redis is down and we accept anyway."""
+    async def _claim(
+        self, project: str, ids: list[str], ticket: str
+    ) -> tuple[list[int] | None, int]:
+        """(indices of the ids now ours, count already stored); None: Redis is down and
+        we accept anyway."""
         try:
-            return await self._claim_waiting(keys, ticket)
+            return await self._claim_waiting(project, ids, ticket)
         except DedupeUnavailable as exc:
             self.dedupe_degraded = True
             if self._fail_closed:
                 raise
-            logger.warning("dedupe bypassed for %d events: %s", len(keys), exc)
-            self._metrics.dedupe_bypassed.inc(len(keys))
+            logger.warning("dedupe bypassed for %d events: %s", len(ids), exc)
+            self._metrics.dedupe_bypassed.inc(len(ids))
             return None, 0
 
-    async def _claim_waiting(self, keys: list[str], ticket: str) -> tuple[list[str], int]:
+    async def _claim_waiting(
+        self, project: str, ids: list[str], ticket: str
+    ) -> tuple[list[int], int]:
         """Claim ids; ids another request is inserting right now are waited for."""
-        ours: list[str] = []
+        ours: list[int] = []
         seen = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._pending_wait
-        pending = keys
+        pending = list(range(len(ids)))
+        asked = ids
         while pending:
-            claims = await self._dedupe.claim(pending, ticket)
+            claims = await self._dedupe.claim(project, asked, ticket)
             self.dedupe_degraded = False
+            if claims.count(Claim.NEW) == len(claims):  # what nearly every request finds
+                ours += pending
+                break
             waiting = []
-            for key, claim in zip(pending, claims, strict=True):
-                if claim is Claim.NEW:
-                    ours.append(key)
-                elif claim is Claim.SEEN:
+            for index, claim in zip(pending, claims, strict=True):
+                if claim == Claim.NEW:
+                    ours.append(index)
+                elif claim == Claim.SEEN:
                     seen += 1
                 else:
-                    waiting.append(key)
+                    waiting.append(index)
             if waiting and loop.time() >= deadline:
-                await self._settle(self._dedupe.release(ticket, ours))
+                await self._settle(self._dedupe.release(ticket, project, [ids[i] for i in ours]))
                 raise Unavailable(f"{len(waiting)} events are being stored by another request")
             if waiting:
                 await asyncio.sleep(0.01)
             pending = waiting
-        return ours, seen
+            asked = [ids[index] for index in waiting]
+        return sorted(ours), seen
 
     async def _settle(self, bookkeeping: Awaitable[None]) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -11,7 +12,7 @@ from headwater.sdk import AnyMessage, Batch
 
 from ._body import media_type, utf8_problem
 from ._errors import BadPayload, UnsupportedMediaType
-from ._events import Incoming, Invalid, RawBatch, parse_sent_at
+from ._events import Columns, Incoming, Invalid, RawBatch, parse_sent_at
 
 
 class _Envelope(msgspec.Struct):
@@ -22,7 +23,7 @@ class _Envelope(msgspec.Struct):
     lib: str = ""
 
 
-class _Message(msgspec.Struct, tag_field="type", kw_only=True):
+class _Message(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
     """`headwater.sdk.Message` with its properties left as the sender's JSON text.
 
     The properties are most of an event; decoding them into dicts only to encode them
@@ -36,6 +37,8 @@ class _Message(msgspec.Struct, tag_field="type", kw_only=True):
     event_id: str = ""
     timestamp: datetime | None = None
     properties: msgspec.Raw = msgspec.Raw(b"{}")
+    # (Untracked by the garbage collector, as nothing it holds can refer back to it: a
+    # batch's hundred of them used to set off most of its collections.)
 
 
 class _Track(_Message, tag="track"):
@@ -95,7 +98,7 @@ def body_format(content_type: str | None) -> str:
     )
 
 
-Parsed = tuple[list[Incoming | Invalid], Any, str]  # events, sent_at, lib
+Parsed = tuple[list[Incoming | Invalid] | Columns, Any, str]  # events, sent_at, lib
 
 
 def parse_native(body: bytes, fmt: str) -> Parsed:
@@ -111,21 +114,35 @@ def parse_native(body: bytes, fmt: str) -> Parsed:
 
 
 def _whole_json(body: bytes) -> Parsed | None:
-    """The batch, when every message in it reads as one with an object of properties.
-    Each event's text is cut out of the body only if something needs it."""
+    """The batch as columns, when every message in it reads as one with an object of
+    properties. Each event's text is cut out of the body only if something needs it."""
     if utf8_problem(body) is not None:  # skipped properties are not checked by the decoder
         return None
     try:
         typed: _Batch = _json_batch.decode(body)
     except (msgspec.DecodeError, RecursionError):
         return None
-    if not _objects([message.properties for message in typed.batch]):
+    messages = typed.batch
+    properties = [message.properties for message in messages]
+    if not _objects(properties):
         return None
+    columns = Columns(
+        event_ids=[message.event_id for message in messages],
+        events=[message.event for message in messages],
+        distinct_ids=[message.distinct_id for message in messages],
+        timestamps=[message.timestamp for message in messages],
+        properties=properties,
+        body_size=len(body),
+        items=partial(_one_by_one, messages, body),
+    )
+    return columns, parse_sent_at(typed.sent_at), typed.lib
+
+
+def _one_by_one(
+    messages: list[_Track | _Identify | _Alias], body: bytes
+) -> list[Incoming | Invalid]:
     source = RawBatch(body, _json_events)
-    items: list[Incoming | Invalid] = [
-        _incoming(message, b"", source, index) for index, message in enumerate(typed.batch)
-    ]
-    return items, parse_sent_at(typed.sent_at), typed.lib
+    return [_incoming(message, b"", source, index) for index, message in enumerate(messages)]
 
 
 def _whole_msgpack(body: bytes) -> Parsed | None:

@@ -96,6 +96,10 @@ class PlanEnforcer:
         plans = {project: TrackingPlan.load(Path(path)) for project, path in files.items()}
         return cls(plans, violations=violations, unknown=unknown, count=count)
 
+    def covers(self, project: str) -> bool:
+        """Whether `project` has a plan (its events are read one by one)."""
+        return project in self._plans
+
     def review(self, project: str, item: Incoming) -> str | None:
         """The reason to refuse the event, or None (a flagged event's properties gain a key)."""
         plan = self._plans.get(project)

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from ._errors import RequestError
-from ._events import Context, Incoming, Invalid, parse_sent_at
+from ._events import Columns, Context, Incoming, Invalid, parse_sent_at
 from ._gateway import Gateway
 from ._native import parse_native
 from ._posthog import parse_posthog
@@ -36,7 +36,7 @@ def _items(source: str, index: int, payload: bytes) -> tuple[list[Incoming | Inv
     body = payload if index < 0 else b'{"batch":[' + payload + b"]}"
     if source == "native":
         items, sent_at, _ = parse_native(body, "json")
-        return items, sent_at
+        return (items.items() if isinstance(items, Columns) else items), sent_at
     segment = parse_segment(body, kind=None)
     return segment.items, segment.sent_at if index < 0 else None
 

@@ -93,9 +93,16 @@ class ClickHouse:
         return found[0][0] if found else None
 
     def insert_lines(
-        self, table: str, columns: Sequence[str], body: bytes, *, token: str | None = None
+        self,
+        table: str,
+        columns: Sequence[str],
+        body: bytes,
+        *,
+        token: str | None = None,
+        fmt: str = "JSONCompactEachRow",
     ) -> None:
-        """Insert `JSONCompactEachRow` lines; `token` makes a retried insert a no-op."""
+        """Insert JSON rows: `JSONCompactEachRow` lines, or a `JSONColumns` object (`fmt`);
+        `token` makes a retried insert a no-op."""
         settings: dict[str, Any] = {
             "date_time_input_format": "best_effort",
             # a backfill or a late batch may span many monthly partitions in one block
@@ -112,7 +119,7 @@ class ClickHouse:
                 f"{self.database}.{table}",
                 list(columns),
                 insert_block=body,
-                fmt="JSONCompactEachRow",
+                fmt=fmt,
                 settings=settings,
             )
 

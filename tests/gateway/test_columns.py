@@ -1,0 +1,227 @@
+"""A native batch taken as columns (`Columns.block`) stores exactly what the checks one
+event at a time (`to_row`) would, and is taken whenever the batch is what the SDK sends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from headwater.gateway._events import Columns, Context, EventRow, RowBlock, encode_blocks, to_row
+from headwater.gateway._native import parse_native
+
+RECEIVED = datetime(2026, 11, 26, 12, 0, 0, 250_000, tzinfo=UTC)
+EXAMPLES = settings(max_examples=300, deadline=None)
+
+# -- what the SDK sends ------------------------------------------------------------------
+
+names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=200)
+ids = st.uuids().map(str)
+millis = st.integers(min_value=0, max_value=999).map(lambda ms: ms * 1000)
+times = st.builds(
+    lambda day, second, micro: (
+        datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day, seconds=second, microseconds=micro)
+    ),
+    st.integers(min_value=0, max_value=320),
+    st.integers(min_value=0, max_value=86_399),
+    millis,
+)
+skews = st.builds(  # the device's clock against the gateway's: whole milliseconds
+    lambda seconds, ms: timedelta(seconds=seconds, milliseconds=ms),
+    st.integers(min_value=-3 * 86_400, max_value=3 * 86_400),
+    st.integers(min_value=0, max_value=999),
+)
+properties = st.dictionaries(
+    st.text(max_size=5), st.integers() | st.text(max_size=5) | st.booleans(), max_size=3
+)
+
+# -- near it: one field made different -----------------------------------------------------
+
+odd_names = st.sampled_from(["", "x" * 201, "a\x00b"])  # strings: others are not columns
+odd_ids = st.sampled_from(
+    ["", "not-a-uuid", "0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A10", "0193c6a27a1e7cc18f3e2b9d1d7e4a10"]
+)
+odd_times = st.sampled_from(
+    [
+        None,
+        "",
+        "yesterday",
+        "2026-03-01T10:00:00.123456Z",  # microseconds: truncated one by one
+        "2026-03-01T10:00:00",  # no zone: read as UTC one by one
+        "2026-03-01T12:00:00+02:00",  # another zone: converted one by one
+        "1899-12-31T23:59:59Z",  # before the earliest kept
+        "2030-01-01T00:00:00Z",  # in the future: clamped to the arrival
+    ]
+)
+
+
+def message(
+    name: Any, distinct_id: Any, event_id: Any, timestamp: Any, props: Any
+) -> dict[str, Any]:
+    found = {"type": "track", "event": name, "distinct_id": distinct_id, "properties": props}
+    if event_id is not None:
+        found["event_id"] = event_id
+    if timestamp is not None:
+        found["timestamp"] = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
+    return found
+
+
+clean = st.builds(message, names, names, ids, times, properties)
+near = st.builds(
+    message,
+    names | odd_names,
+    names | odd_names,
+    ids | odd_ids,
+    times | odd_times,
+    properties,
+)
+
+
+def context(sent_at: datetime | None, *, max_event_bytes: int = 1_000_000) -> Context:
+    return Context(
+        project="shop",
+        source="native",
+        lib="headwater-python",
+        received_at=RECEIVED,
+        sent_at=sent_at,
+        max_event_bytes=max_event_bytes,
+    )
+
+
+def parsed(messages: list[dict[str, Any]], sent_at: datetime | None) -> Any:
+    body = msgspec.json.encode(
+        {"batch": messages, "sent_at": None if sent_at is None else sent_at.isoformat()}
+    )
+    return parse_native(body, "json")[0]
+
+
+def columns_of(messages: list[dict[str, Any]], sent_at: datetime | None) -> Columns:
+    found = parsed(messages, sent_at)
+    assert isinstance(found, Columns)
+    return found
+
+
+def one_by_one(columns: Columns, ctx: Context) -> list[EventRow | str]:
+    found: list[EventRow | str] = []
+    for item in columns.items():
+        assert not isinstance(item, str)
+        found.append(to_row(item, ctx))  # type: ignore[arg-type]
+    return found
+
+
+@EXAMPLES
+@given(st.lists(near, min_size=1, max_size=6), st.none() | skews)
+def test_a_block_holds_what_the_checks_one_by_one_store(
+    messages: list[dict[str, Any]], skew: timedelta | None
+) -> None:
+    """Whenever a batch is taken as columns, its rows are the rows `to_row` makes of its
+    events, field for field; a batch with any event refused or changed is not taken."""
+    sent_at = None if skew is None else RECEIVED - skew
+    ctx = context(sent_at)
+    columns = parsed(messages, sent_at)
+    assume(isinstance(columns, Columns))  # not a time or not a string: read one by one anyway
+    block = columns.block(ctx)
+    expected = one_by_one(columns, ctx)
+    if block is not None:
+        assert block.rows() == expected
+
+
+@EXAMPLES
+@given(st.lists(clean, min_size=1, max_size=6), st.none() | skews)
+def test_what_the_sdk_sends_is_taken_as_columns(
+    messages: list[dict[str, Any]], skew: timedelta | None
+) -> None:
+    sent_at = None if skew is None else RECEIVED - skew
+    columns = columns_of(messages, sent_at)
+    ctx = context(sent_at)
+    block = columns.block(ctx)
+    expected = one_by_one(columns, ctx)
+    if all(isinstance(row, EventRow) and row.received_at != row.timestamp for row in expected):
+        assert block is not None  # none clamped to its arrival: every one taken as sent
+        assert block.rows() == expected
+
+
+def sdk_event(**changes: Any) -> dict[str, Any]:
+    event = {
+        "type": "track",
+        "event": "Order Completed",
+        "distinct_id": "user-1",
+        "event_id": "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a10",
+        "timestamp": "2026-11-26T11:59:58.125Z",
+        "properties": {"revenue": 42.5},
+    }
+    return {**event, **changes}
+
+
+def test_a_clean_batch_becomes_columns_with_every_field() -> None:
+    second = sdk_event(event_id="0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a11", distinct_id="user-2")
+    sent_at = RECEIVED - timedelta(seconds=10)  # the device's clock is 10 s behind
+    block = columns_of([sdk_event(), second], sent_at).block(context(sent_at))
+    corrected = datetime(2026, 11, 26, 12, 0, 8, 125_000, tzinfo=UTC)
+    assert block == RowBlock(
+        project="shop",
+        received_at=RECEIVED,
+        lib="headwater-python",
+        source="native",
+        event_ids=["0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a10", "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a11"],
+        events=["Order Completed", "Order Completed"],
+        distinct_ids=["user-1", "user-2"],
+        timestamps=[corrected, corrected],
+        properties=[msgspec.Raw(b'{"revenue":42.5}')] * 2,
+    )
+    assert msgspec.json.decode(encode_blocks([block, block.take([1])])) == {
+        "project": ["shop"] * 3,
+        "event_id": [
+            "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a10",
+            "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a11",
+            "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a11",
+        ],
+        "event": ["Order Completed"] * 3,
+        "distinct_id": ["user-1", "user-2", "user-2"],
+        "timestamp": ["2026-11-26T12:00:08.125000Z"] * 3,
+        "received_at": ["2026-11-26T12:00:00.250000Z"] * 3,
+        "properties": [{"revenue": 42.5}] * 3,
+        "lib": ["headwater-python"] * 3,
+        "source": ["native"] * 3,
+    }
+
+
+def test_any_event_the_checks_would_change_or_refuse_sends_the_batch_one_by_one() -> None:
+    """Each of these events alone, next to a clean one, makes the batch go event by event,
+    where its own check answers for it."""
+    for odd in (
+        sdk_event(event="x" * 201),
+        sdk_event(distinct_id=""),
+        sdk_event(distinct_id="a\x00b"),
+        sdk_event(event_id=""),  # derived from the event's text
+        sdk_event(event_id="0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A12"),  # spelled otherwise
+        sdk_event(timestamp=None),  # the arrival time
+        sdk_event(timestamp="2026-11-26T11:59:58.125999Z"),  # truncated to milliseconds
+        sdk_event(timestamp="2026-11-26T13:59:58.125+02:00"),  # converted to UTC
+        sdk_event(timestamp="2026-11-27T12:00:00Z"),  # in the future: clamped
+        sdk_event(timestamp="1899-12-31T23:59:59Z"),  # refused
+    ):
+        clean_one = sdk_event(event_id=str(uuid.uuid4()))
+        assert columns_of([clean_one, odd], None).block(context(None)) is None, odd
+    lone = columns_of([sdk_event()], None)
+    assert lone.block(context(None, max_event_bytes=lone.body_size - 1)) is None  # size
+    skew = RECEIVED - timedelta(seconds=1, microseconds=500)  # sub-millisecond skew
+    assert columns_of([sdk_event()], skew).block(context(skew)) is None
+
+
+def test_a_naive_or_offset_time_is_never_taken_as_utc() -> None:
+    """msgspec reads `+00:00` and `Z` alike; any other offset is another tzinfo."""
+    stamps = [
+        msgspec.json.decode(f'"{text}"', type=datetime)
+        for text in (
+            "2026-11-26T10:00:00Z",
+            "2026-11-26T10:00:00+00:00",
+            "2026-11-26T10:00:00+01:00",
+        )
+    ]
+    assert [stamp.tzinfo is UTC for stamp in stamps] == [True, True, False]
+    assert stamps[2].tzinfo == timezone(timedelta(hours=1))
