@@ -50,6 +50,9 @@ SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page"
 SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
 
 
+GC_THRESHOLDS = (50_000, 20, 100)  # young objects, then collections of each generation
+
+
 class Handlers:
     """The route handlers of one gateway."""
 
@@ -253,9 +256,12 @@ def create_app(
     """The gateway as an ASGI app; pass `gateway` to share parts (tests, embedded modeler).
 
     `fast_path=False` serves `POST /v1/events` through Litestar too (tests compare the
-    two). `freeze_heap` moves what start-up allocated out of the garbage collector's view
-    (`gc.freeze()`), for a process that serves only this app: a full collection then
-    takes ~2 ms instead of ~70 ms, a pause every request in flight would wait out.
+    two). `freeze_heap` tunes the garbage collector of a process that serves only this
+    app: what start-up allocated leaves its view (`gc.freeze()`), so a full collection
+    takes ~2 ms instead of ~70 ms, a pause every request in flight would wait out; and
+    it runs after `GC_THRESHOLDS`, not Python's 700 allocations. Under load the requests
+    in flight hold tens of thousands of young objects, which every collection walked
+    again: 10-15% of the event loop at 700, under 1% at 50,000 (BENCHMARKS.md).
     """
     gateway = gateway or Gateway(settings)
     handlers = Handlers(gateway)
@@ -383,6 +389,7 @@ async def _lifespan(gateway: Gateway, freeze_heap: bool, _: Litestar) -> AsyncIt
     if freeze_heap:
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
     try:
         yield
     finally:
