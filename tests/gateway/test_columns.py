@@ -43,7 +43,13 @@ properties = st.dictionaries(
 
 odd_names = st.sampled_from(["", "x" * 201, "a\x00b"])  # strings: others are not columns
 odd_ids = st.sampled_from(
-    ["", "not-a-uuid", "0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A10", "0193c6a27a1e7cc18f3e2b9d1d7e4a10"]
+    [
+        "",
+        "not-a-uuid",
+        "0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A10",
+        "0193c6a27a1e7cc18f3e2b9d1d7e4a10",
+        "0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a10\n0193c6a2-7a1e-7cc1-8f3e-2b9d1d7e4a11",
+    ]
 )
 odd_times = st.sampled_from(
     [
@@ -199,6 +205,7 @@ def test_any_event_the_checks_would_change_or_refuse_sends_the_batch_one_by_one(
         sdk_event(distinct_id="a\x00b"),
         sdk_event(event_id=""),  # derived from the event's text
         sdk_event(event_id="0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A12"),  # spelled otherwise
+        sdk_event(event_id=f"{uuid.uuid4()}\n{uuid.uuid4()}"),  # two lines of ids: refused
         sdk_event(timestamp=None),  # the arrival time
         sdk_event(timestamp="2026-11-26T11:59:58.125999Z"),  # truncated to milliseconds
         sdk_event(timestamp="2026-11-26T13:59:58.125+02:00"),  # converted to UTC
