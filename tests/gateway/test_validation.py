@@ -229,6 +229,32 @@ def test_refused_events_are_answered_by_the_deadline_while_clickhouse_is_slow(
     assert metric(gw, "headwater_dead_letters_total") == 1.0
 
 
+def test_refused_events_beyond_the_queue_are_counted_while_clickhouse_is_slow(
+    start_gateway: GatewayFactory,
+) -> None:
+    """While dead letters wait for a slow ClickHouse (2 s per block), at most
+    `commit_queue_rows` refused events wait with them: the next is counted as failed at
+    once. Those that waited are written once it frees."""
+    gw = start_gateway(insert_deadline_seconds=0.3, commit_queue_rows=2)
+    db = gw.database
+    gw.clickhouse.command(f"CREATE TABLE {db}.slow_sink (x UInt8) ENGINE = Null")
+    slow = f"SELECT sleep(2) AS x FROM {db}.ingest_errors"  # noqa: S608 - the test's own database
+    gw.clickhouse.command(f"CREATE MATERIALIZED VIEW {db}.slow TO {db}.slow_sink AS {slow}")
+    bad = [event(event="") for _ in range(3)]
+    answers = [post(gw, batch_body([compact(one)])) for one in bad]  # 0.3 s each at most
+    failed_at_once = metric(gw, "headwater_dead_letter_failures_total")
+    gw.clickhouse.command(f"DROP TABLE {db}.slow")  # waits for the slow insert to end
+    while metric(gw, "headwater_dead_letters_total") < 2.0:
+        time.sleep(0.01)
+    assert [answer.json()["rejected"][0]["event_id"] for answer in answers] == [
+        one["event_id"] for one in bad
+    ]
+    assert failed_at_once == 1.0
+    assert sorted(payload for _, _, payload, *_ in dead_letters(gw)) == sorted(
+        compact(one).decode() for one in bad[:2]
+    )
+
+
 def test_a_dead_letter_that_cannot_be_written_never_fails_the_request(
     start_gateway: GatewayFactory,
 ) -> None:

@@ -120,6 +120,7 @@ class Gateway:
             metrics=self.metrics,
             fail_closed=s.redis_failure == "reject",
             pending_wait=s.insert_deadline_seconds,
+            dead_letter_rows=s.commit_queue_rows,
             plans=self.plans,
         )
         self.forwarder.start()

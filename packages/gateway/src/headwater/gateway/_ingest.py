@@ -7,6 +7,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import msgspec
@@ -50,6 +51,7 @@ class Ingestor:
         metrics: Metrics,
         fail_closed: bool,
         pending_wait: float,
+        dead_letter_rows: int,
         plans: PlanEnforcer | None = None,
     ) -> None:
         self._plans = plans
@@ -63,6 +65,13 @@ class Ingestor:
         self.dedupe_degraded = False
         self._confirming: set[asyncio.Task[None]] = set()
         self._to_confirm: list[str] = []
+        # Dead letters are written on a thread of their own: while ClickHouse hangs they
+        # wait there, at most `dead_letter_rows` of them, never in the default executor
+        # (whose few threads the readiness probe needs).
+        self._dead_letter_rows = dead_letter_rows
+        self._dead_letters_waiting = 0
+        self._dead_letter_writes: set[asyncio.Future[None]] = set()
+        self._dead_letter_thread = ThreadPoolExecutor(1, thread_name_prefix="headwater-dead")
 
     def admit(self) -> None:
         """Raise `Overloaded` while ClickHouse cannot take more (before a body is read)."""
@@ -165,10 +174,14 @@ class Ingestor:
         task.add_done_callback(self._confirming.discard)
 
     async def settled(self) -> None:
-        """Wait for the confirms still on their way (graceful shutdown)."""
+        """Wait for the confirms still on their way, and the dead letters as long as a
+        request would (graceful shutdown)."""
         while self._confirming or self._to_confirm:
             await asyncio.sleep(0)  # queued tickets get their task on the next tick
             await asyncio.gather(*self._confirming)
+        if self._dead_letter_writes:
+            await asyncio.wait(self._dead_letter_writes, timeout=self._pending_wait)
+        self._dead_letter_thread.shutdown(wait=False)
 
     async def _claim(
         self, project: str, ids: list[str], ticket: str
@@ -229,13 +242,32 @@ class Ingestor:
 
         The answer waits for them as long as it would for an insert (the deadline), no
         longer: past it, they are written when ClickHouse frees, or counted as failed.
+        Beyond `dead_letter_rows` refused events waiting for ClickHouse, more are counted
+        as failed at once.
         """
+        count = len(rows)
+        waiting = self._dead_letters_waiting
+        if waiting and waiting + count > self._dead_letter_rows:
+            self._metrics.dead_letter_failures.inc(count)
+            logger.error(
+                "could not keep %d refused events in ingest_errors:"
+                " %d more already wait for ClickHouse",
+                count,
+                waiting,
+            )
+            return
+        self._dead_letters_waiting += count
         body = b"\n".join(_rows.encode(row) for row in rows)
-        pending = asyncio.ensure_future(asyncio.to_thread(self._sink.insert_errors, body))
-        pending.add_done_callback(functools.partial(self._dead_letters_done, len(rows)))
+        pending = asyncio.wrap_future(
+            self._dead_letter_thread.submit(self._sink.insert_errors, body)
+        )
+        self._dead_letter_writes.add(pending)
+        pending.add_done_callback(functools.partial(self._dead_letters_done, count))
         await asyncio.wait([pending], timeout=self._pending_wait)
 
     def _dead_letters_done(self, count: int, written: asyncio.Future[None]) -> None:
+        self._dead_letters_waiting -= count
+        self._dead_letter_writes.discard(written)
         failure = "cancelled" if written.cancelled() else written.exception()
         if failure is None:
             self._metrics.dead_letters.inc(count)
