@@ -112,7 +112,7 @@ class Context(msgspec.Struct, kw_only=True):
         self.latest = self.received_at + MAX_FUTURE
 
 
-ROW_BYTES = 160  # what a row of `events` takes besides its properties, about (JSON)
+ROW_BYTES = 140  # what a row of `events` takes besides its properties and names, about
 
 
 class RowBlock(msgspec.Struct, kw_only=True, gc=False):
@@ -139,7 +139,8 @@ class RowBlock(msgspec.Struct, kw_only=True, gc=False):
     @property
     def size(self) -> int:
         """About the bytes its rows take as JSON (the group commit's `max_bytes`)."""
-        return sum(map(len, self.properties)) + ROW_BYTES * len(self.event_ids)
+        texts = map(len, [*self.properties, *self.events, *self.distinct_ids])
+        return sum(texts) + ROW_BYTES * len(self.event_ids)
 
     @classmethod
     def of_rows(cls, ctx: Context, rows: list[EventRow]) -> RowBlock:

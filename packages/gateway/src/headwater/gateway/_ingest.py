@@ -26,6 +26,7 @@ from ._sink import EventSink
 logger = logging.getLogger("headwater.gateway")
 
 _rows = msgspec.json.Encoder()  # dead letters: JSONCompactEachRow
+DEAD_LETTER_BYTES = 64 << 20  # refused events waiting for ClickHouse, at most (and rows)
 
 
 class _ErrorRow(msgspec.Struct, array_like=True):
@@ -69,7 +70,9 @@ class Ingestor:
         # wait there, at most `dead_letter_rows` of them, never in the default executor
         # (whose few threads the readiness probe needs).
         self._dead_letter_rows = dead_letter_rows
-        self._dead_letters_waiting = 0
+        self._dead_letters_waiting = 0  # rows
+        self._dead_letter_bytes = 0
+        self._dead_letters_closed = False
         self._dead_letter_writes: set[asyncio.Future[None]] = set()
         self._dead_letter_thread = ThreadPoolExecutor(1, thread_name_prefix="headwater-dead")
 
@@ -181,7 +184,10 @@ class Ingestor:
             await asyncio.gather(*self._confirming)
         if self._dead_letter_writes:
             await asyncio.wait(self._dead_letter_writes, timeout=self._pending_wait)
-        self._dead_letter_thread.shutdown(wait=False)
+        # Later ones (a request answered by the last flush) are counted as failed, and
+        # those still queued behind a hung insert are cancelled, counted the same way.
+        self._dead_letters_closed = True
+        self._dead_letter_thread.shutdown(wait=False, cancel_futures=True)
 
     async def _claim(
         self, project: str, ids: list[str], ticket: str
@@ -210,6 +216,8 @@ class Ingestor:
         asked = ids
         while pending:
             claims = await self._dedupe.claim(project, asked, ticket)
+            if len(claims) != len(asked):  # an answer per id, or none to trust
+                raise DedupeUnavailable(f"{len(claims)} claims answered for {len(asked)} ids")
             self.dedupe_degraded = False
             if claims.count(Claim.NEW) == len(claims):  # what nearly every request finds
                 ours += pending
@@ -242,31 +250,39 @@ class Ingestor:
 
         The answer waits for them as long as it would for an insert (the deadline), no
         longer: past it, they are written when ClickHouse frees, or counted as failed.
-        Beyond `dead_letter_rows` refused events waiting for ClickHouse, more are counted
-        as failed at once.
+        Beyond `dead_letter_rows` refused events (or `DEAD_LETTER_BYTES`) waiting for
+        ClickHouse, more are counted as failed at once.
         """
         count = len(rows)
-        waiting = self._dead_letters_waiting
-        if waiting and waiting + count > self._dead_letter_rows:
+        body = b"\n".join(_rows.encode(row) for row in rows)
+        waiting, size = self._dead_letters_waiting, self._dead_letter_bytes
+        full = waiting and (
+            waiting + count > self._dead_letter_rows or size + len(body) > DEAD_LETTER_BYTES
+        )
+        if full or self._dead_letters_closed:
             self._metrics.dead_letter_failures.inc(count)
+            why = "the gateway is stopping" if self._dead_letters_closed else "the queue is full"
             logger.error(
-                "could not keep %d refused events in ingest_errors:"
-                " %d more already wait for ClickHouse",
+                "could not keep %d refused events in ingest_errors: %s"
+                " (%d rows, %d bytes wait for ClickHouse)",
                 count,
+                why,
                 waiting,
+                size,
             )
             return
         self._dead_letters_waiting += count
-        body = b"\n".join(_rows.encode(row) for row in rows)
+        self._dead_letter_bytes += len(body)
         pending = asyncio.wrap_future(
             self._dead_letter_thread.submit(self._sink.insert_errors, body)
         )
         self._dead_letter_writes.add(pending)
-        pending.add_done_callback(functools.partial(self._dead_letters_done, count))
+        pending.add_done_callback(functools.partial(self._dead_letters_done, count, len(body)))
         await asyncio.wait([pending], timeout=self._pending_wait)
 
-    def _dead_letters_done(self, count: int, written: asyncio.Future[None]) -> None:
+    def _dead_letters_done(self, count: int, size: int, written: asyncio.Future[None]) -> None:
         self._dead_letters_waiting -= count
+        self._dead_letter_bytes -= size
         self._dead_letter_writes.discard(written)
         failure = "cancelled" if written.cancelled() else written.exception()
         if failure is None:
