@@ -59,12 +59,26 @@ def test_metrics_count_what_happened(start_gateway: GatewayFactory) -> None:
         "duplicates": 0,
         "rejected": [{"index": 1, "reason": "event is required and must be a non-empty string"}],
     }
+    clean = {
+        "type": "track",
+        "event": "e",
+        "distinct_id": "u",
+        "event_id": str(uuid.uuid4()),
+        "timestamp": "2026-11-20T10:00:00.125Z",
+    }
+    sdk = httpx.post(
+        f"{gw.url}/v1/events", json={"batch": [clean]}, headers={"Authorization": "Bearer test-key"}
+    )
+    assert sdk.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
     text = httpx.get(f"{gw.url}/metrics").text
-    assert 'headwater_events_received_total{source="native"} 2.0' in text
-    assert 'headwater_events_accepted_total{source="native"} 1.0' in text
+    assert 'headwater_events_received_total{source="native"} 3.0' in text
+    assert 'headwater_events_accepted_total{source="native"} 2.0' in text
     assert 'headwater_events_rejected_total{source="native"} 1.0' in text
+    # the first batch went event by event (an event without an id, one refused)
+    assert 'headwater_native_batches_total{path="one_by_one"} 1.0' in text
+    assert 'headwater_native_batches_total{path="columns"} 1.0' in text
     assert "headwater_dead_letters_total 1.0" in text
-    assert "headwater_commit_rows_count 1.0" in text
+    assert "headwater_commit_rows_count 2.0" in text
     probed = "headwater_event_loop_lag_seconds_count 0.0"
     deadline = time.monotonic() + 10  # the loop-lag probe wakes every 100 ms
     while probed in text and time.monotonic() < deadline:

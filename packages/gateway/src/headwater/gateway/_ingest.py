@@ -99,8 +99,10 @@ class Ingestor:
             planned = self._plans is not None and self._plans.covers(ctx.project)
             block = None if planned else events.block(ctx)
             if block is not None:
+                self._metrics.batches_as_columns.inc()
                 counters.received.inc(len(block))
                 return await self._accept(ctx, block, [])
+            self._metrics.batches_one_by_one.inc()
             events = events.items()
         counters.received.inc(len(events))
         rows: list[EventRow] = []

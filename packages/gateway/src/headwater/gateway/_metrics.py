@@ -56,6 +56,15 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.native_batches = Counter(
+            "headwater_native_batches",
+            "Native JSON batches read whole, by how their events were checked: together"
+            " (columns: no Python per event) or one by one (one of them needed it)",
+            ["path"],
+            registry=r,
+        )
+        self.batches_as_columns = self.native_batches.labels("columns")
+        self.batches_one_by_one = self.native_batches.labels("one_by_one")
         self.dedupe_bypassed = Counter(
             "headwater_dedupe_bypassed",
             "Events accepted without a Redis claim (Redis down)",
