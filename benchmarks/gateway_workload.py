@@ -76,7 +76,7 @@ class Bodies:
         start = self.events
         self.events += size
         now = datetime.now(UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (now.microsecond // 1000)
+        stamp = msgspec.json.encode(now)[1:-1]  # microseconds, as the SDK's encoder writes
         templates, prefix, count = self._templates, self.prefix, len(self._templates)
         ids = [n % self._wrap for n in range(start, start + size)]
         events = [templates[n % count] % (prefix, n, stamp) for n in ids]

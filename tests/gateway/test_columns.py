@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import msgspec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -22,26 +23,28 @@ from headwater.gateway._events import (
 )
 from headwater.gateway._native import parse_native
 
+from .conftest import WRITE_KEY, GatewayFactory, metric
+
 RECEIVED = datetime(2026, 11, 26, 12, 0, 0, 250_000, tzinfo=UTC)
 EXAMPLES = settings(max_examples=300, deadline=None)
+AUTH = f"Bearer {WRITE_KEY}"
 
 # -- what the SDK sends ------------------------------------------------------------------
 
 names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=200)
 ids = st.uuids().map(str)
-millis = st.integers(min_value=0, max_value=999).map(lambda ms: ms * 1000)
-times = st.builds(
+times = st.builds(  # with microseconds, as the SDK's `datetime.now(UTC)`
     lambda day, second, micro: (
         datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day, seconds=second, microseconds=micro)
     ),
     st.integers(min_value=0, max_value=320),
     st.integers(min_value=0, max_value=86_399),
-    millis,
+    st.integers(min_value=0, max_value=999_999),
 )
-skews = st.builds(  # the device's clock against the gateway's: whole milliseconds
-    lambda seconds, ms: timedelta(seconds=seconds, milliseconds=ms),
+skews = st.builds(  # the device's clock against the gateway's
+    lambda seconds, micro: timedelta(seconds=seconds, microseconds=micro),
     st.integers(min_value=-3 * 86_400, max_value=3 * 86_400),
-    st.integers(min_value=0, max_value=999),
+    st.integers(min_value=0, max_value=999_999),
 )
 properties = st.dictionaries(
     st.text(max_size=5), st.integers() | st.text(max_size=5) | st.booleans(), max_size=3
@@ -214,7 +217,6 @@ def test_any_event_the_checks_would_change_or_refuse_sends_the_batch_one_by_one(
         sdk_event(event_id="0193C6A2-7A1E-7CC1-8F3E-2B9D1D7E4A12"),  # spelled otherwise
         sdk_event(event_id=f"{uuid.uuid4()}\n{uuid.uuid4()}"),  # two lines of ids: refused
         sdk_event(timestamp=None),  # the arrival time
-        sdk_event(timestamp="2026-11-26T11:59:58.125999Z"),  # truncated to milliseconds
         sdk_event(timestamp="2026-11-26T13:59:58.125+02:00"),  # converted to UTC
         sdk_event(timestamp="2026-11-26T11:59:58.125"),  # no zone: read as UTC
         sdk_event(timestamp="2026-11-27T12:00:00Z"),  # in the future: clamped
@@ -224,8 +226,19 @@ def test_any_event_the_checks_would_change_or_refuse_sends_the_batch_one_by_one(
         assert columns_of([clean_one, odd], None).block(context(None)) is None, odd
     lone = columns_of([sdk_event()], None)
     assert lone.block(context(None, max_event_bytes=lone.body_size - 1)) is None  # size
-    skew = RECEIVED - timedelta(seconds=1, microseconds=500)  # sub-millisecond skew
-    assert columns_of([sdk_event()], skew).block(context(skew)) is None
+
+
+def test_microseconds_are_kept_in_the_block_and_truncated_in_its_rows() -> None:
+    """A time and a skew with microseconds, as the SDK sends them: the block keeps the
+    corrected time whole (ClickHouse reads its milliseconds), its rows truncate it."""
+    sent_at = RECEIVED - timedelta(seconds=1, microseconds=500)
+    columns = columns_of([sdk_event(timestamp="2026-11-26T11:59:58.125999Z")], sent_at)
+    block = columns.block(context(sent_at))
+    assert block is not None
+    assert block.timestamps == [datetime(2026, 11, 26, 11, 59, 59, 126_499, tzinfo=UTC)]
+    expected = datetime(2026, 11, 26, 11, 59, 59, 126_000, tzinfo=UTC)
+    assert [row.timestamp for row in block.rows()] == [expected]
+    assert block.rows() == one_by_one(columns, context(sent_at))
 
 
 def test_msgspec_reads_only_utc_times_with_the_utc_tzinfo() -> None:
@@ -242,3 +255,18 @@ def test_msgspec_reads_only_utc_times_with_the_utc_tzinfo() -> None:
     ]
     assert [stamp.tzinfo is UTC for stamp in stamps] == [True, True, False, False]
     assert [stamps[2].tzinfo, stamps[3].tzinfo] == [timezone(timedelta(hours=1)), None]
+
+
+def test_the_sdks_microseconds_are_stored_as_milliseconds(start_gateway: GatewayFactory) -> None:
+    """ClickHouse reads the first three fractional digits of a time and ignores the rest:
+    what `to_row` truncates to, for a batch taken as columns too."""
+    gw = start_gateway()
+    times = ["2026-11-20T10:00:00.125999Z", "1950-06-01T00:00:00.999999Z"]
+    body = {"batch": [sdk_event(event_id=str(uuid.uuid4()), timestamp=at) for at in times]}
+    answer = httpx.post(f"{gw.url}/v1/events", json=body, headers={"Authorization": AUTH})
+    assert answer.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert metric(gw, 'headwater_native_batches_total{path="columns"}') == 1.0
+    assert gw.rows("SELECT toString(timestamp) AS t FROM {db}.events ORDER BY t") == [
+        ("1950-06-01 00:00:00.999",),
+        ("2026-11-20 10:00:00.125",),
+    ]

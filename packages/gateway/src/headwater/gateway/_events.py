@@ -118,6 +118,8 @@ ROW_BYTES = 140  # what a row of `events` takes besides its properties and names
 class RowBlock(msgspec.Struct, kw_only=True, gc=False):
     """One request's rows of `events`, as columns: what the group commit inserts.
 
+    Its times may hold microseconds; the column keeps milliseconds (see `Columns`).
+
     Every row of a request shares its project, arrival time, library and source, so those
     are kept once. Columns cost no Python per event to build, take or encode (msgspec
     encodes a list in C), where a row each did (BENCHMARKS.md, gateway section 1).
@@ -168,15 +170,15 @@ class RowBlock(msgspec.Struct, kw_only=True, gc=False):
         )
 
     def rows(self) -> list[EventRow]:
-        """Row by row (for PostHog), each with a copy of its properties: a view of the
-        request's body would keep the whole body alive."""
+        """Row by row (for PostHog), as stored: times in whole milliseconds, each with a
+        copy of its properties (a view of the request's body would keep it all alive)."""
         return [
             EventRow(
                 project=self.project,
                 event_id=event_id,
                 event=event,
                 distinct_id=distinct_id,
-                timestamp=timestamp,
+                timestamp=timestamp.replace(microsecond=timestamp.microsecond // 1000 * 1000),
                 received_at=self.received_at,
                 properties=properties.copy(),
                 lib=self.lib,
@@ -255,18 +257,16 @@ class Columns(msgspec.Struct, kw_only=True, gc=False):
         )
 
     def _corrected(self, ctx: Context) -> list[datetime] | None:
-        """Every time in UTC, in whole milliseconds (the column's), corrected by a whole
-        number of milliseconds, within the bounds: each corrected alike, none clamped."""
+        """Every time in UTC, corrected by the skew, within the bounds: none clamped.
+
+        Microseconds are kept: ClickHouse reads a time's first three fractional digits
+        into the column and ignores the rest, which is what `to_row` truncates to, and
+        `RowBlock.rows` truncates alike (`tests/gateway/test_columns.py` holds both)."""
         stamps = self.timestamps
-        if None in stamps or not all(
-            stamp.tzinfo is UTC and not stamp.microsecond % 1000  # type: ignore[union-attr]
-            for stamp in stamps
-        ):
+        if None in stamps or not all(stamp.tzinfo is UTC for stamp in stamps):  # type: ignore[union-attr]
             return None
         timestamps: list[datetime] = stamps  # type: ignore[assignment]
         skew = ctx.skew
-        if skew and skew.microseconds % 1000:
-            return None
         if skew:
             try:
                 timestamps = [stamp + skew for stamp in timestamps]
