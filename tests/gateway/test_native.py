@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from headwater.sdk import LIB, Client, ClientOptions
 
 from ..sdk.events import OrderCompleted
-from .conftest import PROJECT, WRITE_KEY, GatewayFactory
+from .conftest import PROJECT, WRITE_KEY, GatewayFactory, metric
 
 
 def test_sdk_events_are_stored_with_every_field(start_gateway: GatewayFactory) -> None:
@@ -42,3 +42,6 @@ def test_sdk_events_are_stored_with_every_field(start_gateway: GatewayFactory) -
     for row in rows:
         assert abs((row[4].replace(tzinfo=UTC) - when).total_seconds()) < 5
     assert json.loads(rows[0][5]) == {"$set": {"plan": "pro"}}
+    # the SDK's batch (its sent_at has microseconds) was checked as columns
+    path = "headwater_native_batches_total{path=%s}"
+    assert [metric(gw, path % '"columns"'), metric(gw, path % '"one_by_one"')] == [1.0, 0.0]
