@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -76,12 +76,15 @@ class Bodies:
         start = self.events
         self.events += size
         now = datetime.now(UTC)
-        stamp = msgspec.json.encode(now)[1:-1]  # microseconds, as the SDK's encoder writes
+        # Microseconds, as the SDK's encoder writes them; the events a little older than
+        # the body (queued before it was sent), so corrected times keep sub-ms digits.
+        sent = msgspec.json.encode(now)[1:-1]
+        stamp = msgspec.json.encode(now - timedelta(microseconds=250_123))[1:-1]
         templates, prefix, count = self._templates, self.prefix, len(self._templates)
         ids = [n % self._wrap for n in range(start, start + size)]
         events = [templates[n % count] % (prefix, n, stamp) for n in ids]
         return b'{"sent_at":"%s","lib":"%s","batch":[%s]}' % (
-            stamp,
+            sent,
             LIB.encode(),
             b",".join(events),
         )

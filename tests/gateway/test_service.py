@@ -64,7 +64,7 @@ def test_metrics_count_what_happened(start_gateway: GatewayFactory) -> None:
         "event": "e",
         "distinct_id": "u",
         "event_id": str(uuid.uuid4()),
-        "timestamp": "2026-11-20T10:00:00.125Z",
+        "timestamp": "2025-06-01T10:00:00.125Z",
     }
     sdk = httpx.post(
         f"{gw.url}/v1/events", json={"batch": [clean]}, headers={"Authorization": "Bearer test-key"}

@@ -230,7 +230,8 @@ class Columns(msgspec.Struct, kw_only=True, gc=False):
 
     def block(self, ctx: Context) -> RowBlock | None:
         """The rows, when each event would pass `to_row` unchanged but for the common
-        clock-skew correction; None when any might not (its own check names why)."""
+        clock-skew correction (and microseconds, which the column drops as `to_row`
+        does); None when any might not (its own check names why)."""
         timestamps = self._corrected(ctx) if self._envelopes_pass(ctx) else None
         if timestamps is None:
             return None

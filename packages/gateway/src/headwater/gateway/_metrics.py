@@ -58,8 +58,9 @@ class Metrics:
         )
         self.native_batches = Counter(
             "headwater_native_batches",
-            "Native JSON batches read whole, by how their events were checked: together"
-            " (columns: no Python per event) or one by one (one of them needed it)",
+            "Native JSON batches whose messages all decoded, by how their events were"
+            " checked: together (columns: no Python per event) or one by one (one of them"
+            " needed it, or the project has a tracking plan)",
             ["path"],
             registry=r,
         )
