@@ -416,6 +416,8 @@ class RedisDedupeStore:
         if not ids:
             return ""
         found = await self._calls["claim"]([ticket, "\x01" + project, *ids], len(ids))
+        if len(found) != len(ids):  # an answer per id, or none to trust
+            raise DedupeUnavailable(f"Redis claim answered {len(found)} of {len(ids)} ids")
         return found.decode("ascii")
 
     async def confirm(self, tickets: Sequence[str]) -> None:
