@@ -170,8 +170,7 @@ class RowBlock(msgspec.Struct, kw_only=True, gc=False):
         )
 
     def rows(self) -> list[EventRow]:
-        """Row by row (for PostHog), as stored: times in whole milliseconds, each with a
-        copy of its properties (a view of the request's body would keep it all alive)."""
+        """Row by row (for PostHog), as stored: times in whole milliseconds."""
         return [
             EventRow(
                 project=self.project,
@@ -180,7 +179,7 @@ class RowBlock(msgspec.Struct, kw_only=True, gc=False):
                 distinct_id=distinct_id,
                 timestamp=timestamp.replace(microsecond=timestamp.microsecond // 1000 * 1000),
                 received_at=self.received_at,
-                properties=properties.copy(),
+                properties=properties,
                 lib=self.lib,
                 source=self.source,
             )

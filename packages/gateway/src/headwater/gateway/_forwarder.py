@@ -72,7 +72,7 @@ class Forwarder:
         self._post = post
         self._batch_size = batch_size
         self._attempts = attempts
-        self._queue: queue.SimpleQueue[list[EventRow] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[RowBlock | None] = queue.SimpleQueue()
         self._capacity = queue_size  # events
         self._queued = 0  # events in the queue or being sent
         self._lock = threading.Lock()
@@ -91,9 +91,9 @@ class Forwarder:
     def forward(self, block: RowBlock) -> None:
         """Queue one request's stored rows (one project's) for PostHog; never blocks (a
         full queue drops and counts)."""
-        if not len(block) or self.target(block.project) is None:
-            return
         count = len(block)
+        if not count or self.target(block.project) is None:
+            return
         with self._lock:  # one request larger than the whole queue goes when it is empty
             room = not self._stopped and (
                 not self._queued or self._queued + count <= self._capacity
@@ -103,24 +103,27 @@ class Forwarder:
         if not room:
             self._metrics.forward_dropped.inc(count)
             return
-        self._queue.put(block.rows())
+        # Made into rows on the forwarder's thread, not the event loop. Until then its
+        # properties keep the request's body alive: most of it, and bounded in events.
+        self._queue.put(block)
 
     def target(self, project: str) -> PostHogTarget | None:
         """The PostHog of `project`'s events; None: they are not forwarded."""
         return self._targets.get(project, self._default)
 
     def _run(self) -> None:
-        while (rows := self._queue.get()) is not None:
+        while (block := self._queue.get()) is not None:
             try:
-                target = self.target(rows[0].project)  # one request's rows: one project's
+                target = self.target(block.project)
                 if target is not None:
+                    rows = block.rows()
                     for start in range(0, len(rows), self._batch_size):
                         self._send(target, rows[start : start + self._batch_size])
             except Exception:  # the thread must outlive a bug: later rows still go
                 logger.exception("forwarding to PostHog failed")
             finally:
                 with self._lock:
-                    self._queued -= len(rows)
+                    self._queued -= len(block)
 
     def _send(self, target: PostHogTarget, rows: list[EventRow]) -> None:
         messages, unreadable = [], []
@@ -161,13 +164,13 @@ class Forwarder:
         left = 0
         while True:
             try:
-                rows = self._queue.get_nowait()
+                block = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if rows is None:
+            if block is None:
                 self._queue.put(None)  # the thread's stop signal stays last
                 break
-            left += len(rows)
+            left += len(block)
         if left:
             with self._lock:
                 self._queued -= left
