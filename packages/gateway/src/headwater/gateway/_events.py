@@ -145,12 +145,33 @@ class RowBlock(msgspec.Struct, kw_only=True, gc=False):
         return sum(texts) + ROW_BYTES * len(self.event_ids)
 
     @classmethod
-    def of_rows(cls, ctx: Context, rows: list[EventRow]) -> RowBlock:
+    def of(
+        cls,
+        ctx: Context,
+        *,
+        event_ids: list[str],
+        events: list[str],
+        distinct_ids: list[str],
+        timestamps: list[datetime],
+        properties: list[msgspec.Raw],
+    ) -> RowBlock:
+        """The rows of `ctx`'s request, from its events' columns."""
         return cls(
             project=ctx.project,
             received_at=ctx.received_at,
             lib=ctx.lib,
             source=ctx.source,
+            event_ids=event_ids,
+            events=events,
+            distinct_ids=distinct_ids,
+            timestamps=timestamps,
+            properties=properties,
+        )
+
+    @classmethod
+    def of_rows(cls, ctx: Context, rows: list[EventRow]) -> RowBlock:
+        return cls.of(
+            ctx,
             event_ids=[row.event_id for row in rows],
             events=[row.event for row in rows],
             distinct_ids=[row.distinct_id for row in rows],
@@ -234,11 +255,8 @@ class Columns(msgspec.Struct, kw_only=True, gc=False):
         timestamps = self._corrected(ctx) if self._envelopes_pass(ctx) else None
         if timestamps is None:
             return None
-        return RowBlock(
-            project=ctx.project,
-            received_at=ctx.received_at,
-            lib=ctx.lib,
-            source=ctx.source,
+        return RowBlock.of(
+            ctx,
             event_ids=self.event_ids,
             events=self.events,
             distinct_ids=self.distinct_ids,
