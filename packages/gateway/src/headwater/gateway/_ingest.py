@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import uuid
 from collections.abc import Awaitable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-
-import msgspec
 
 from headwater.sdk import BatchResult, Rejection
 
 from ._committer import GroupCommitter
+from ._dead_letters import DeadLetters, ErrorRow, error_row
 from ._dedupe import Claim, DedupeStore
 from ._errors import DedupeUnavailable, Unavailable
 from ._events import Columns, Context, EventRow, Incoming, Invalid, RowBlock, to_row
@@ -24,19 +20,6 @@ from ._plan import PlanEnforcer
 from ._sink import EventSink
 
 logger = logging.getLogger("headwater.gateway")
-
-_rows = msgspec.json.Encoder()  # dead letters: JSONCompactEachRow
-DEAD_LETTER_BYTES = 64 << 20  # refused events waiting for ClickHouse, at most (and rows)
-
-
-class _ErrorRow(msgspec.Struct, array_like=True):
-    error_id: str
-    project: str
-    received_at: datetime
-    source: str
-    event_index: int
-    reason: str
-    payload: str
 
 
 class Ingestor:
@@ -58,7 +41,6 @@ class Ingestor:
         self._plans = plans
         self._dedupe = dedupe
         self._committer = committer
-        self._sink = sink
         self._forwarder = forwarder
         self._metrics = metrics
         self._fail_closed = fail_closed
@@ -66,15 +48,9 @@ class Ingestor:
         self.dedupe_degraded = False
         self._confirming: set[asyncio.Task[None]] = set()
         self._to_confirm: list[str] = []
-        # Dead letters are written on a thread of their own: while ClickHouse hangs they
-        # wait there, at most `dead_letter_rows` of them, never in the default executor
-        # (whose few threads the readiness probe needs).
-        self._dead_letter_rows = dead_letter_rows
-        self._dead_letters_waiting = 0  # rows
-        self._dead_letter_bytes = 0
-        self._dead_letters_closed = False
-        self._dead_letter_writes: set[asyncio.Future[None]] = set()
-        self._dead_letter_thread = ThreadPoolExecutor(1, thread_name_prefix="headwater-dead")
+        self._dead_letters = DeadLetters(
+            sink.insert_errors, metrics=metrics, wait=pending_wait, max_rows=dead_letter_rows
+        )
 
     def admit(self) -> None:
         """Raise `Overloaded` while ClickHouse cannot take more (before a body is read)."""
@@ -107,7 +83,7 @@ class Ingestor:
         counters.received.inc(len(events))
         rows: list[EventRow] = []
         rejected: list[Rejection] = []
-        dead: list[_ErrorRow] = []
+        dead: list[ErrorRow] = []
         for index, item in enumerate(events):
             outcome = item.reason if isinstance(item, Invalid) else self._check(ctx, item)
             if isinstance(outcome, EventRow):
@@ -116,10 +92,10 @@ class Ingestor:
             event_id = item.event_id if isinstance(item.event_id, str) and item.event_id else None
             rejected.append(Rejection(index=index, reason=outcome, event_id=event_id))
             raw = item.raw if isinstance(item, Invalid) else item.text()
-            dead.append(_dead_letter(ctx, index, outcome, raw))
+            dead.append(error_row(ctx, index, outcome, raw))
         result = await self._accept(ctx, RowBlock.of_rows(ctx, rows), rejected)
         if dead and keep_rejected:
-            await self.dead_letters(dead)
+            await self._dead_letters.keep(dead)
         if rejected:
             counters.rejected.inc(len(rejected))
         return result
@@ -184,12 +160,7 @@ class Ingestor:
         while self._confirming or self._to_confirm:
             await asyncio.sleep(0)  # queued tickets get their task on the next tick
             await asyncio.gather(*self._confirming)
-        if self._dead_letter_writes:
-            await asyncio.wait(self._dead_letter_writes, timeout=self._pending_wait)
-        # Later ones (a request answered by the last flush) are counted as failed, and
-        # those still queued behind a hung insert are cancelled, counted the same way.
-        self._dead_letters_closed = True
-        self._dead_letter_thread.shutdown(wait=False, cancel_futures=True)
+        await self._dead_letters.close()
 
     async def _claim(
         self, project: str, ids: list[str], ticket: str
@@ -245,52 +216,6 @@ class Ingestor:
         except DedupeUnavailable as exc:  # the pending TTL and the table's dedupe cover it
             logger.warning("dedupe bookkeeping failed: %s", exc)
 
-    async def dead_letters(self, rows: list[_ErrorRow]) -> None:
-        """Keep refused events in `ingest_errors`; a failure there never fails the request.
-
-        The answer waits for them as long as it would for an insert (the deadline), no
-        longer: past it, they are written when ClickHouse frees, or counted as failed.
-        Beyond `dead_letter_rows` refused events (or `DEAD_LETTER_BYTES`) waiting for
-        ClickHouse, more are counted as failed at once.
-        """
-        count = len(rows)
-        body = b"\n".join(_rows.encode(row) for row in rows)
-        waiting, size = self._dead_letters_waiting, self._dead_letter_bytes
-        full = waiting and (
-            waiting + count > self._dead_letter_rows or size + len(body) > DEAD_LETTER_BYTES
-        )
-        if full or self._dead_letters_closed:
-            self._metrics.dead_letter_failures.inc(count)
-            why = "the gateway is stopping" if self._dead_letters_closed else "the queue is full"
-            logger.error(
-                "could not keep %d refused events in ingest_errors: %s"
-                " (%d rows, %d bytes wait for ClickHouse)",
-                count,
-                why,
-                waiting,
-                size,
-            )
-            return
-        self._dead_letters_waiting += count
-        self._dead_letter_bytes += len(body)
-        pending = asyncio.wrap_future(
-            self._dead_letter_thread.submit(self._sink.insert_errors, body)
-        )
-        self._dead_letter_writes.add(pending)
-        pending.add_done_callback(functools.partial(self._dead_letters_done, count, len(body)))
-        await asyncio.wait([pending], timeout=self._pending_wait)
-
-    def _dead_letters_done(self, count: int, size: int, written: asyncio.Future[None]) -> None:
-        self._dead_letters_waiting -= count
-        self._dead_letter_bytes -= size
-        self._dead_letter_writes.discard(written)
-        failure = "cancelled" if written.cancelled() else written.exception()
-        if failure is None:
-            self._metrics.dead_letters.inc(count)
-            return
-        self._metrics.dead_letter_failures.inc(count)
-        logger.error("could not keep %d refused events in ingest_errors: %r", count, failure)
-
     async def unreadable(
         self, *, project: str, source: str, received_at: datetime, reason: str, body: bytes
     ) -> None:
@@ -303,16 +228,4 @@ class Ingestor:
             sent_at=None,
             max_event_bytes=0,
         )
-        await self.dead_letters([_dead_letter(ctx, -1, reason, body)])
-
-
-def _dead_letter(ctx: Context, index: int, reason: str, raw: bytes) -> _ErrorRow:
-    return _ErrorRow(
-        error_id=str(uuid.uuid4()),
-        project=ctx.project,
-        received_at=ctx.received_at,
-        source=ctx.source,
-        event_index=index,
-        reason=reason,
-        payload=raw.decode("utf-8", "replace"),
-    )
+        await self._dead_letters.keep([error_row(ctx, -1, reason, body)])
