@@ -80,9 +80,12 @@ class GroupCommitter(Generic[Block]):
 
     def admit(self) -> None:
         """Refuse a request at once, before its body is read, when nothing more can wait."""
+        self._refuse_when(full=self._rows >= self._queue_rows)
+
+    def _refuse_when(self, *, full: bool) -> None:
         if self._stopping:
             raise Overloaded("the gateway is shutting down", retry_after=5)
-        if self._rows >= self._queue_rows:
+        if full:
             raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
 
     async def submit(self, block: Block, rows: int, size: int) -> None:
@@ -90,10 +93,8 @@ class GroupCommitter(Generic[Block]):
         `Unavailable` when they were not."""
         if not rows:
             return
-        if self._stopping:
-            raise Overloaded("the gateway is shutting down", retry_after=5)
-        if self._rows and self._rows + rows > self._queue_rows:  # one big request: alone
-            raise Overloaded(f"{self._rows} rows already wait for ClickHouse", retry_after=1)
+        # one request larger than the queue goes alone
+        self._refuse_when(full=bool(self._rows) and self._rows + rows > self._queue_rows)
         waiter = _Waiter(block, rows, size)
         self._waiting.append(waiter)
         self._rows += rows
