@@ -31,7 +31,10 @@ Choices the SQL models follow:
   their first event; period k counts the cohort's users active on cohort_start + k days
   (any day of week cohort_start + k weeks); period 0 equals cohort_size. Rows exist for
   every cohort and every k from 0 to `max_period` whose period STARTS on or before the last
-  event day (so the current, partial week is included), zero `retained` included.
+  event day (so the current, partial week is included), zero `retained` included. A week
+  cohort starts on its Monday even when that is before the first event day. `is_complete`
+  is 1 when every day of the period lies before the last event day (that day may still
+  be receiving events), else 0.
 - **funnel_conversions.** DESIGN.md's definition, not windowFunnel's: a user enters on each
   day with a step-1 event (cohort_day); from one of that day's step-1 events at t0, they
   reach step k when steps 2..k follow in order, each strictly later than the previous one
@@ -49,7 +52,8 @@ Choices the SQL models follow:
   version's valid_from; the open version has valid_to 9999-12-31 00:00:00 UTC (ClickHouse
   26's DateTime64(3) holds it) and is_current true.
 - **fct_daily_active_users.** One row per day and active user (so the rows of a day sum to
-  its dau): action_count = events, unique_actions = distinct event names, plan and
+  its dau) over the trailing 90 days (`active_window_days`) that end on the last event
+  day: action_count = events, unique_actions = distinct event names, plan and
   signed_up_at from the user's CURRENT dim_users version (None for a user never
   identified), days_since_signup = activity_date - the UTC date of signed_up_at (negative
   when activity precedes signup; None without signed_up_at).
@@ -139,6 +143,7 @@ class RetentionRow(NamedTuple):
     cohort_size: int
     retained: int
     retention_rate: float
+    is_complete: int
 
 
 class FunnelRow(NamedTuple):
@@ -273,8 +278,12 @@ def retention(
         periods = min(max_period, (last_day - cohort).days // step)
         for period in range(periods + 1):
             retained = len(active.get((cohort, period), ()))
+            period_end = cohort + timedelta(days=(period + 1) * step - 1)
+            complete = int(period_end < last_day)
             rows.append(
-                RetentionRow(project, granularity, cohort, period, size, retained, retained / size)
+                RetentionRow(
+                    project, granularity, cohort, period, size, retained, retained / size, complete
+                )
             )
     return rows
 
@@ -404,16 +413,22 @@ def _trait_value(trait: str, value: object) -> str | datetime | None:
 
 
 def fct_daily_active_users(
-    events: Iterable[EventLike], *, project: str
+    events: Iterable[EventLike], *, project: str, window_days: int = 90
 ) -> list[DailyActiveUserRow]:
-    """fct_daily_active_users rows by activity_date then user_id."""
+    """fct_daily_active_users rows by activity_date then user_id, for the `window_days`
+    days that end on the last event day."""
     deduped = dedupe(events)
+    if not deduped:
+        return []
+    newest = deduped[-1].day
     current = {row.user_id: row for row in _dim_users(deduped, project=project) if row.is_current}
     names: defaultdict[tuple[date, str], list[str]] = defaultdict(list)
     for event in deduped:
         names[event.day, event.user_id].append(event.event)
     rows = []
     for (day, user_id), actions in sorted(names.items()):
+        if (newest - day).days >= window_days:
+            continue
         version = current.get(user_id)
         plan = version.plan if version else None
         signed_up_at = version.signed_up_at if version else None

@@ -11,13 +11,7 @@ from typing import Literal
 import pytest
 
 from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner
-from headwater.modeler._models import (
-    EPOCH,
-    FOREVER,
-    Build,
-    DayModel,
-    events_between,
-)
+from headwater.modeler._models import Build, DayModel, events_between
 from headwater.modeler.synthetic import SyntheticEvent, generate
 
 from . import reference as ref
@@ -199,7 +193,7 @@ class Exploding(DayModel):
     """A model whose SQL fails inside ClickHouse (throwIf) once it reads any event."""
 
     def select(self, build: Build, start: date, end: date) -> str:
-        events = events_between(build.db, build.config, EPOCH, FOREVER)
+        events = events_between(build.db, build.config, None, None)
         return (
             f"SELECT day, throwIf(count() > 0, 'boom') AS failed"  # noqa: S608
             f" FROM {events} GROUP BY day"
@@ -233,3 +227,58 @@ def test_a_failure_mid_run_leaves_every_table_as_it_was(
     assert healthy.runner.ledger.watermark() == watermark
     healthy.runner.run()
     assert_marts_equal_reference(healthy, events)
+
+
+ODD_TIMES = (
+    datetime(1900, 1, 1, tzinfo=UTC),
+    datetime(1970, 1, 1, tzinfo=UTC),
+    datetime(1999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+    datetime(2150, 1, 1, tzinfo=UTC),
+)
+
+
+def test_times_from_1900_to_2150_run_twice_and_equal_the_reference(warehouse: Warehouse) -> None:
+    events = stream()
+    on_time = [e for e in events if not e.late_by]
+    late = [e for e in events if e.late_by]
+    odd = [make("x", "u0001", at, 900 + n) for n, at in enumerate(ODD_TIMES)]
+    warehouse.load([*on_time, *odd])
+    warehouse.runner.run()
+    warehouse.load(late)
+    assert not warehouse.runner.run().skipped
+    assert_marts_equal_reference(warehouse, [*events, *odd])
+    # the normal days' numbers are those of the normal events alone
+    first, last = min(e.timestamp for e in events).date(), END
+    normal = [
+        row
+        for row in ref.active_users(events, project=PROJECT)
+        if first + timedelta(days=30) <= row.day <= last
+    ]
+    got = warehouse.rows(
+        "metrics_active_users",
+        ref.MetricsActiveUsersRow._fields,
+        where=f"WHERE day BETWEEN '{first + timedelta(days=30)}' AND '{last}'",
+    )
+    assert got == normal
+    assert warehouse.rows("metrics_active_users", ["min(day)", "max(day)"]) == [
+        (date(1900, 1, 1), date(2150, 1, 1))
+    ]
+
+
+def test_a_week_cohort_keyed_before_the_first_day_is_built_and_kept(warehouse: Warehouse) -> None:
+    wednesday = datetime(2026, 10, 14, 9, 0, tzinfo=UTC)
+    events = [
+        make("page_view", "a", wednesday, 1),
+        make("page_view", "b", wednesday + timedelta(days=4), 2),  # Sunday: the same cohort
+        make("page_view", "a", wednesday + timedelta(days=6), 3),  # Tuesday: week 1
+    ]
+    warehouse.load(events[:2])
+    warehouse.runner.run()
+    warehouse.load(events[2:])
+    warehouse.runner.run()
+    week = "WHERE granularity = 'week'"
+    assert warehouse.rows("retention_cohorts", ref.RetentionRow._fields, where=week) == [
+        ("p", "week", date(2026, 10, 12), 0, 2, 2, 1.0, 1),
+        ("p", "week", date(2026, 10, 12), 1, 2, 1, 0.5, 0),
+    ]
+    assert_marts_equal_reference(warehouse, events)

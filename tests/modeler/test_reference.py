@@ -166,12 +166,12 @@ def test_daily_retention_stops_at_max_period() -> None:
     rows = reference.retention(day_retention_events(), project=P, granularity="day", max_period=2)
 
     assert rows == [
-        RetentionRow(P, "day", date(2026, 3, 2), 0, 2, 2, 1.0),
-        RetentionRow(P, "day", date(2026, 3, 2), 1, 2, 1, 0.5),
-        RetentionRow(P, "day", date(2026, 3, 2), 2, 2, 1, 0.5),
-        RetentionRow(P, "day", date(2026, 3, 3), 0, 1, 1, 1.0),
-        RetentionRow(P, "day", date(2026, 3, 3), 1, 1, 0, 0.0),
-        RetentionRow(P, "day", date(2026, 3, 3), 2, 1, 1, 1.0),
+        RetentionRow(P, "day", date(2026, 3, 2), 0, 2, 2, 1.0, 1),
+        RetentionRow(P, "day", date(2026, 3, 2), 1, 2, 1, 0.5, 1),
+        RetentionRow(P, "day", date(2026, 3, 2), 2, 2, 1, 0.5, 1),
+        RetentionRow(P, "day", date(2026, 3, 3), 0, 1, 1, 1.0, 1),
+        RetentionRow(P, "day", date(2026, 3, 3), 1, 1, 0, 0.0, 1),
+        RetentionRow(P, "day", date(2026, 3, 3), 2, 1, 1, 1.0, 0),  # the 5th: the last day
     ]
 
 
@@ -203,11 +203,11 @@ def test_weekly_retention_uses_monday_started_weeks() -> None:
     rows = reference.retention(events, project=P, granularity="week", max_period=8)
 
     assert rows == [
-        RetentionRow(P, "week", date(2026, 3, 2), 0, 2, 2, 1.0),
-        RetentionRow(P, "week", date(2026, 3, 2), 1, 2, 1, 0.5),
-        RetentionRow(P, "week", date(2026, 3, 2), 2, 2, 1, 0.5),  # partial week included
-        RetentionRow(P, "week", date(2026, 3, 9), 0, 1, 1, 1.0),
-        RetentionRow(P, "week", date(2026, 3, 9), 1, 1, 1, 1.0),
+        RetentionRow(P, "week", date(2026, 3, 2), 0, 2, 2, 1.0, 1),
+        RetentionRow(P, "week", date(2026, 3, 2), 1, 2, 1, 0.5, 1),
+        RetentionRow(P, "week", date(2026, 3, 2), 2, 2, 1, 0.5, 0),  # partial week: included
+        RetentionRow(P, "week", date(2026, 3, 9), 0, 1, 1, 1.0, 1),
+        RetentionRow(P, "week", date(2026, 3, 9), 1, 1, 1, 1.0, 0),
     ]
 
 
@@ -220,8 +220,8 @@ def test_weekly_cohort_starts_on_the_monday_before_a_sunday_signup() -> None:
     rows = reference.retention(events, project=P, granularity="week", max_period=4)
 
     assert rows == [
-        RetentionRow(P, "week", date(2026, 2, 23), 0, 1, 1, 1.0),
-        RetentionRow(P, "week", date(2026, 2, 23), 1, 1, 1, 1.0),
+        RetentionRow(P, "week", date(2026, 2, 23), 0, 1, 1, 1.0, 1),
+        RetentionRow(P, "week", date(2026, 2, 23), 1, 1, 1, 1.0, 0),
     ]
 
 

@@ -76,10 +76,16 @@ class ClickHouse:
             lock=self._lock,
         )
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
-        """Run a statement that returns nothing."""
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run a statement that returns nothing (with ClickHouse `settings` for it)."""
         with self._lock:
-            self._client.command(sql, parameters=parameters)
+            self._client.command(sql, parameters=parameters, settings=settings)
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a query; its rows as tuples."""

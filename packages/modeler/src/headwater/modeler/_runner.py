@@ -1,11 +1,16 @@
-"""Running the models: incremental by day, idempotent, one run at a time.
+"""Running the models: incremental, idempotent, one run at a time.
 
-A run reads which days gained events since the last run (the `inserted_at` watermark),
-asks each model which of its day partitions that touches, builds those partitions in a
-staging table and swaps them in (`REPLACE PARTITION`; `DROP PARTITION` for a day that is
-now empty). Whole tables (dim_date, dim_users) are rebuilt beside the old one and
-exchanged atomically. A failure leaves every table as the last good run wrote it, drops
-its staging table, and does not move the watermark, so the next run does the work again.
+A run reads which days gained events since the last run (the `inserted_at` watermark) and
+asks each model which of its key days that touches. It recomputes those days into a
+staging table, carries over the other days of the partitions (months, or years) they fall
+in, and swaps those in (`REPLACE PARTITION`; `DROP PARTITION` for one now empty); a model rebuilt
+over its whole key range, and the whole tables (dim_date, dim_users), are exchanged
+atomically instead. A failure leaves every table as the last good run wrote it, drops its
+staging tables, and does not move the watermark, so the next run does the work again.
+
+Nothing here grows with the span of days: days travel as ranges (at most `MAX_RANGES` a
+model; more are merged across their smallest gaps, which only rebuilds more), and the
+partitions swapped are those that exist.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -24,11 +30,15 @@ from ._config import ModelConfig
 from ._errors import ModelFailed
 from ._ledger import Ledger
 from ._lock import RunLock
-from ._models import EPOCH, FOREVER, MODELS, Build, Model, Span, events_between, sql_file
+from ._models import MODELS, Build, Days, Model, Span, events_between, sql_file
 
 logger = logging.getLogger("headwater.modeler")
 
 Progress = Callable[[str, int, int], None]  # (model, models done, models in all)
+
+MAX_RANGES = 16  # day ranges a model recomputes in one run, at most
+# one INSERT may fill every partition of a rebuild (ClickHouse's default allows 100)
+INSERT_SETTINGS: dict[str, Any] = {"max_partitions_per_insert_block": 0}
 
 
 @dataclass
@@ -45,9 +55,11 @@ class Staged:
 
     model: Model
     staging: str
-    days: list[date] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
-    counts: dict[date, int] = field(default_factory=dict)
+    ranges: list[Days] = field(default_factory=list)  # the key days recomputed
+    whole: bool = False  # the staging table holds the whole model: exchanged
+    periods: list[Days] = field(default_factory=list)  # the partitions swapped, as days
+    replace: list[str] = field(default_factory=list)  # partitions to take from staging
+    drop: list[str] = field(default_factory=list)  # partitions to drop from the table
     rows: int = 0
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     clock: float = field(default_factory=time.perf_counter)
@@ -57,12 +69,12 @@ class Staged:
     def label(self) -> str:
         if self.model.partitioning == "whole":
             return "all"
-        if self.days:
-            return f"{self.days[0]}..{self.days[-1]}"
-        return f"dropped {len(self.stale)}" if self.stale else ""
+        if self.ranges:
+            return f"{self.ranges[0][0]}..{self.ranges[-1][1]}"
+        return f"dropped {len(self.drop)}" if self.drop else ""
 
     def result(self) -> ModelResult:
-        partitions = 1 if self.model.partitioning == "whole" else len(self.days) + len(self.stale)
+        partitions = 1 if self.whole else len(self.replace) + len(self.drop)
         return ModelResult(self.model.name, partitions, self.rows, self.seconds)
 
 
@@ -80,15 +92,31 @@ class RunReport:
         return self.span is None
 
 
-def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
-    """Consecutive runs of sorted days as (first, last)."""
-    start = previous = days[0]
-    for day in days[1:]:
-        if day != previous + timedelta(days=1):
-            yield start, previous
-            start = day
-        previous = day
-    yield start, previous
+def merge_ranges(ranges: Iterable[Days], *, at_most: int = MAX_RANGES) -> list[Days]:
+    """Sorted, disjoint ranges covering `ranges` (touching ones joined), at most `at_most`:
+    beyond that, the two closest are joined (which covers more days, never fewer)."""
+    merged: list[Days] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + timedelta(days=1):
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    while len(merged) > at_most:
+        gaps = [(merged[i + 1][0] - merged[i][1], i) for i in range(len(merged) - 1)]
+        _, i = min(gaps)
+        merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
+    return merged
+
+
+def clip(ranges: Iterable[Days], first: date, last: date) -> list[Days]:
+    """The parts of `ranges` within `first..last`."""
+    return [(max(a, first), min(b, last)) for a, b in ranges if a <= last and b >= first]
+
+
+def _in_ranges(column: str, ranges: Sequence[Days]) -> str:
+    """A SQL condition: `column` lies in one of `ranges` (of Date32 days)."""
+    terms = [f"{column} BETWEEN toDate32('{a}') AND toDate32('{b}')" for a, b in ranges]
+    return "(" + " OR ".join(terms or ["0"]) + ")"
 
 
 class Runner:
@@ -139,34 +167,73 @@ class Runner:
     def _span(
         self, snapshot: datetime | None, *, full: bool, since: date | None, until: date | None
     ) -> Span | None:
-        db = self._db
-        first, last, count = self._ch.rows(
-            f"SELECT min(toDate(timestamp)), max(toDate(timestamp)), count() FROM {db}.events"  # noqa: S608
-        )[0]
-        if snapshot is None or count == 0:
-            return None
         watermark = None if full or since or until else self.ledger.watermark()
+        projects = self._projects(watermark, snapshot)
+        if snapshot is None or not projects:
+            return None
+        first = min(p[0] for p in projects)
+        last = max(p[1] for p in projects)
         if since is not None or until is not None or watermark is None:
             low, high = max(first, since or first), min(last, until or last)
-            changed = frozenset(_days(low, high))
-            return Span(first, last, changed, low) if changed else None
-        rows = self._ch.rows(
-            f"SELECT DISTINCT toDate(timestamp), event = '$identify' FROM {db}.events"  # noqa: S608
-            " WHERE inserted_at > toDateTime64(%(w)s, 3, 'UTC')"
-            " AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')",
-            {"w": millis(watermark), "s": millis(snapshot)},
-        )
-        if not rows:
+            return Span(first, last, ((low, high),), identified_from=low) if low <= high else None
+        changed = self._changed(watermark, snapshot)
+        if not changed:
             return None
-        lookback = _days(max(first, last - timedelta(days=self._config.lookback_days - 1)), last)
-        changed = frozenset({day for day, _ in rows} | set(lookback))
-        identified = [day for day, is_identify in rows if is_identify]
-        return Span(first, last, changed, min(identified) if identified else None)
+        lookback = self._config.lookback_days
+        days = {day for day, _ in changed}
+        ranges = merge_ranges(
+            [*((day, day) for day in days), (last - timedelta(days=lookback - 1), last)]
+            if lookback
+            else ((day, day) for day in days),
+            at_most=len(days) + 1,
+        )
+        identified = [day for day, is_identify in changed if is_identify]
+        before = [p[2] for p in projects if p[2] is not None]
+        reopened = [p[2] for p in projects if p[2] is not None and p[3]]
+        return Span(
+            first,
+            last,
+            tuple(clip(ranges, first, last)),
+            identified_from=min(identified) if identified else None,
+            previous_last_day=max(before) if before else None,
+            reopened_from=min(reopened) if reopened else None,
+        )
+
+    def _projects(
+        self, watermark: datetime | None, snapshot: datetime | None
+    ) -> list[tuple[date, date, date | None, bool]]:
+        """Per project: its first and last day, its last day among the events modeled before
+        (None: none), and whether it gained events since."""
+        rows = self._ch.rows(
+            "SELECT min(toDate32(timestamp)), max(toDate32(timestamp)),"  # noqa: S608
+            " maxIfOrNull(toDate32(timestamp), inserted_at <= toDateTime64(%(w)s, 3, 'UTC')),"
+            " countIf(inserted_at > toDateTime64(%(w)s, 3, 'UTC')"
+            "         AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')) > 0"
+            f" FROM {self._db}.events GROUP BY project",
+            {
+                "w": millis(watermark) if watermark else "1900-01-01 00:00:00.000",
+                "s": millis(snapshot) if snapshot else "1900-01-01 00:00:00.000",
+            },
+        )
+        return [(first, last, before, bool(gained)) for first, last, before, gained in rows]
+
+    def _changed(self, watermark: datetime, snapshot: datetime) -> list[tuple[date, bool]]:
+        """The days of the events that arrived since the watermark, and whether an
+        `$identify` is among them."""
+        return [
+            (day, bool(is_identify))
+            for day, is_identify in self._ch.rows(
+                f"SELECT DISTINCT toDate32(timestamp), event = '$identify' FROM {self._db}.events"  # noqa: S608
+                " WHERE inserted_at > toDateTime64(%(w)s, 3, 'UTC')"
+                " AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')",
+                {"w": millis(watermark), "s": millis(snapshot)},
+            )
+        ]
 
     # -- building --------------------------------------------------------------
 
     def _views(self) -> None:
-        stg = events_between(self._db, self._config, EPOCH, FOREVER)
+        stg = events_between(self._db, self._config, None, None)
         self._ch.command(f"CREATE OR REPLACE VIEW {self._db}.stg_events AS {stg[1:-1]}")
 
     def _reading_views(self) -> None:
@@ -206,13 +273,13 @@ class Runner:
 
     def _after_swap(self, item: Staged, span: Span) -> str:
         """What a later model of this run reads for `item`: its table as the swap will leave it."""
-        if item.model.partitioning == "whole":
+        if item.whole:
             return item.staging
         column = item.model.partition_column
-        replaced = ", ".join(f"toDate('{d}')" for d in item.days) or "toDate('1970-01-01')"
+        kept = _in_ranges(column, [(item.model.first_key(span), span.last_day)])
         return (
             f"(SELECT * FROM {self._db}.{item.model.name}"  # noqa: S608 - names and dates we made
-            f" WHERE {column} >= toDate('{span.first_day}') AND {column} NOT IN ({replaced})"
+            f" WHERE {kept} AND NOT {_in_ranges(column, item.periods)}"
             f" UNION ALL SELECT * FROM {item.staging})"
         )
 
@@ -222,21 +289,15 @@ class Runner:
         try:
             fresh = self._ensure_table(model, span, sources)
             self._ch.command(f"CREATE TABLE {item.staging} AS {self._db}.{model.name}")
+            build = Build(self._db, self._config, span, sources)
             if model.partitioning == "whole":
-                select = model.select(
-                    Build(self._db, self._config, span, sources), span.first_day, span.last_day
-                )
+                item.whole = True
+                select = model.select(build, span.first_day, span.last_day)
                 self._ch.command(f"INSERT INTO {item.staging} {select}")
-                item.rows = int(self._ch.value(f"SELECT count() FROM {item.staging}"))  # noqa: S608
-                return item
-            wanted = (
-                _days(span.first_day, span.last_day)
-                if fresh
-                else model.affected(self._config, span)
-            )
-            item.days = [d for d in wanted if span.first_day <= d <= span.last_day]
-            item.stale = self._stale_partitions(model, span)
-            self._fill(model, span, item, sources)
+            else:
+                self._plan(model, span, item, fresh=fresh)
+                self._fill(build, item)
+            item.rows = int(self._ch.value(f"SELECT count() FROM {item.staging}"))  # noqa: S608
         except ClickHouseError as exc:
             self._ch.command(f"DROP TABLE IF EXISTS {item.staging}")
             self._record(run_id, item, "failed", str(exc))
@@ -245,34 +306,70 @@ class Runner:
             ) from exc
         return item
 
-    def _fill(self, model: Model, span: Span, item: Staged, sources: dict[str, str]) -> None:
+    def _plan(self, model: Model, span: Span, item: Staged, *, fresh: bool) -> None:
+        """Which key days to recompute, and which partitions that swaps."""
+        keys = (model.first_key(span), span.last_day)
+        wanted = [keys] if fresh else model.affected(self._config, span)
+        item.ranges = merge_ranges(clip(wanted, *keys))
+        item.whole = item.ranges == [keys]
+        periods = [(model.period(a)[0], model.period(b)[1]) for a, b in item.ranges]
+        item.periods = clip(merge_ranges(periods), *keys)
+
+    def _fill(self, build: Build, item: Staged) -> None:
+        """Recompute the ranges, carry over the rest of their partitions, list those."""
+        model, target = item.model, f"{self._db}.{item.model.name}"
         column = model.partition_column
-        for first, last in _ranges(item.days) if item.days else ():
-            select = model.select(Build(self._db, self._config, span, sources), first, last)
+        for first, last in item.ranges:
             self._ch.command(
-                f"INSERT INTO {item.staging} SELECT * FROM ({select})"  # noqa: S608
-                f" WHERE {column} BETWEEN toDate('{first}') AND toDate('{last}')"
+                f"INSERT INTO {item.staging} SELECT * FROM ({model.select(build, first, last)})"  # noqa: S608
+                f" WHERE {column} BETWEEN toDate32('{first}') AND toDate32('{last}')",
+                settings=INSERT_SETTINGS,
             )
-        item.counts = dict(
-            self._ch.rows(f"SELECT {column}, count() FROM {item.staging} GROUP BY {column}")  # noqa: S608
+        if item.whole:
+            return
+        if item.periods:
+            periods, recomputed = _in_ranges(column, item.periods), _in_ranges(column, item.ranges)
+            self._ch.command(
+                f"INSERT INTO {item.staging} SELECT * FROM {target}"  # noqa: S608
+                f" WHERE {periods} AND NOT {recomputed}",
+                settings=INSERT_SETTINGS,
+            )
+        item.replace = sorted(self._partitions(item.staging))
+        keys = (
+            model.partition_id(model.first_key(build.span)),
+            model.partition_id(build.span.last_day),
         )
-        item.rows = sum(item.counts.values())
+        swapped = [(model.partition_id(a), model.partition_id(b)) for a, b in item.periods]
+        item.drop = sorted(
+            p
+            for p in self._partitions(target)
+            if p not in item.replace
+            and (not keys[0] <= int(p) <= keys[1] or any(a <= int(p) <= b for a, b in swapped))
+        )
+
+    def _partitions(self, table: str) -> set[str]:
+        """The partitions of `table` (database.name) that hold rows."""
+        database, name = table.split(".")
+        return {
+            p
+            for (p,) in self._ch.rows(
+                "SELECT DISTINCT partition_id FROM system.parts"
+                " WHERE database = %(db)s AND table = %(name)s AND active AND rows > 0",
+                {"db": database, "name": name},
+            )
+        }
 
     def _swap(self, item: Staged) -> None:
-        """Put the staged rows in place: EXCHANGE a whole table, REPLACE/DROP day partitions."""
+        """Put the staged rows in place: EXCHANGE a whole table, REPLACE/DROP partitions."""
         target = f"{self._db}.{item.model.name}"
-        if item.model.partitioning == "whole":
+        if item.whole:
             self._ch.command(f"EXCHANGE TABLES {target} AND {item.staging}")
             return
-        for day in item.days:
-            partition = day.strftime("%Y%m%d")
-            if item.counts.get(day):
-                self._ch.command(
-                    f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {item.staging}"
-                )
-            else:
-                self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
-        for partition in item.stale:
+        for partition in item.replace:
+            self._ch.command(
+                f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {item.staging}"
+            )
+        for partition in item.drop:
             self._ch.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
         logger.info("model %s: %s", item.model.name, item.label)
 
@@ -283,41 +380,32 @@ class Runner:
             partition=item.label,
             status=status,
             rows=item.rows,
-            duration_ms=int((time.perf_counter() - item.clock) * 1000),
+            duration_ms=int((item.seconds or time.perf_counter() - item.clock) * 1000),
             error=error,
             started_at=item.started,
         )
 
     def _ensure_table(self, model: Model, span: Span, sources: dict[str, str]) -> bool:
-        """Create the table (or re-create it when its columns changed); True when new."""
+        """Create the table (or re-create it when its columns or partitions changed); True
+        when new."""
         target = f"{self._db}.{model.name}"
         day = span.last_day
         select = model.select(Build(self._db, self._config, span, sources), day, day)
         wanted = [(r[0], r[1]) for r in self._ch.rows(f"DESCRIBE ({select})")]
-        exists = self._ch.value(
-            "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(name)s",
+        found = self._ch.rows(
+            "SELECT partition_key FROM system.tables WHERE database = %(db)s AND name = %(name)s",
             {"db": self._db, "name": model.name},
         )
-        if exists:
+        if found:
             current = [(r[0], r[1]) for r in self._ch.rows(f"DESCRIBE TABLE {target}")]
-            if current == wanted:
+            if current == wanted and found[0][0] == model.partition_key():
                 return False
-            logger.warning("model %s: columns changed, rebuilding it whole", model.name)
+            logger.warning(
+                "model %s: columns or partitions changed, rebuilding it whole", model.name
+            )
             self._ch.command(f"DROP TABLE {target}")
         self._ch.command(f"CREATE TABLE {target} {model.ddl_options()} EMPTY AS {select}")
         return True
-
-    def _stale_partitions(self, model: Model, span: Span) -> list[str]:
-        """Partitions of days before the first event (events are never deleted, but a
-        backfill into another database, or a changed ingestion, can leave some)."""
-        oldest = span.first_day
-        found = self._ch.rows(
-            "SELECT DISTINCT partition_id FROM system.parts"
-            " WHERE database = %(db)s AND table = %(name)s AND active",
-            {"db": self._db, "name": model.name},
-        )
-        keep_from = oldest.strftime("%Y%m%d")
-        return sorted(p for (p,) in found if p < keep_from)
 
     def _drop_orphans(self) -> None:
         """Staging tables a crashed run left behind (we hold the lock: nobody uses them)."""
@@ -326,7 +414,3 @@ class Runner:
             {"db": self._db},
         ):
             self._ch.command(f"DROP TABLE IF EXISTS {self._db}.{name}")
-
-
-def _days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

@@ -12,6 +12,6 @@ SELECT
     toDayOfWeek(full_date) >= 6 AS is_weekend,
     has([{holidays}], full_date) AS is_holiday
 FROM (
-    SELECT toDate('{first_day}') + number AS full_date
-    FROM numbers(toUInt64(dateDiff('day', toDate('{first_day}'), toDate('{last_day}')) + 1))
+    SELECT toDate32('{first_day}') + number AS full_date
+    FROM numbers(toUInt64(dateDiff('day', toDate32('{first_day}'), toDate32('{last_day}')) + 1))
 )

@@ -9,7 +9,7 @@ SELECT
     a.action_count AS action_count,
     a.unique_actions AS unique_actions,
     if(isNull(u.signed_up_at), NULL,
-       dateDiff('day', toDate(u.signed_up_at), a.activity_date)) AS days_since_signup
+       dateDiff('day', toDate32(u.signed_up_at), a.activity_date)) AS days_since_signup
 FROM (
     SELECT * FROM {db}.fct_daily_activity
     WHERE activity_date > (SELECT max(activity_date) FROM {db}.fct_daily_activity) - {window}

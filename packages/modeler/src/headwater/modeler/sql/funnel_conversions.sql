@@ -17,7 +17,7 @@ WITH
         SELECT
             project,
             user_id,
-            toDate(fromUnixTimestamp64Milli(t0, 'UTC')) AS cohort_day,
+            toDate32(fromUnixTimestamp64Milli(t0, 'UTC')) AS cohort_day,
             arrayFold(
                 (reached, step) -> if(
                     reached.1 < length(steps)
@@ -36,7 +36,7 @@ WITH
     reached AS (
         SELECT project, user_id, cohort_day, max(level) AS level
         FROM entries
-        WHERE cohort_day BETWEEN toDate('{start_day}') AND toDate('{end_day}')
+        WHERE cohort_day BETWEEN toDate32('{start_day}') AND toDate32('{end_day}')
         GROUP BY project, user_id, cohort_day
     ),
     counts AS (

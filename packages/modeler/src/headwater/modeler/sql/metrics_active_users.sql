@@ -1,16 +1,17 @@
 -- grain: one row per project and day, from the project's first active day to the last day
 -- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day.
 -- A user active on day a counts in the W-day window of days a .. a+W-1; each user's active
--- days (sorted) are turned into the disjoint days they newly cover, so a count per day is
--- a distinct count: no set of users is ever merged.
+-- days (sorted, as days since 1970: negative before it) are turned into the disjoint days
+-- they newly cover, so a count per day is a distinct count: no set of users is ever merged.
 WITH
     users AS (
-        SELECT project, arraySort(groupUniqArray(toUInt32(day))) AS days
+        SELECT project, arraySort(groupUniqArray(toInt32(day))) AS days
         FROM {events}
         GROUP BY project, user_id
     ),
     covered AS (
-        SELECT project, days, arrayPushFront(arrayPopBack(days), toUInt32(0)) AS previous
+        -- the day before each active day's predecessor; the first has none (long before 1900)
+        SELECT project, days, arrayPushFront(arrayPopBack(days), toInt32(-1000000)) AS previous
         FROM users
     ),
     counts AS (
@@ -26,22 +27,22 @@ WITH
             (a, p) -> range(greatest(a, p + 30), a + 30), days, previous)) AS d
     ),
     bounds AS (
-        SELECT project, min(toDate(timestamp)) AS first_day FROM {db}.events GROUP BY project
+        SELECT project, min(toDate32(timestamp)) AS first_day FROM {db}.events GROUP BY project
     ),
     calendar AS (
         SELECT b.project AS project, d AS day
         FROM bounds AS b
         ARRAY JOIN arrayMap(
-            i -> toDate('{start_day}') + i,
-            range(toUInt64(dateDiff('day', toDate('{start_day}'), toDate('{end_day}')) + 1))
+            i -> toDate32('{start_day}') + i,
+            range(toUInt64(dateDiff('day', toDate32('{start_day}'), toDate32('{end_day}')) + 1))
         ) AS d
         WHERE d >= b.first_day
     ),
     windows AS (
-        SELECT project, toDate('1970-01-01') + d AS day, sum(dau) AS dau, sum(wau) AS wau,
+        SELECT project, toDate32('1970-01-01') + d AS day, sum(dau) AS dau, sum(wau) AS wau,
                sum(mau) AS mau
         FROM counts
-        WHERE d BETWEEN toUInt32(toDate('{start_day}')) AND toUInt32(toDate('{end_day}'))
+        WHERE d BETWEEN toInt32(toDate32('{start_day}')) AND toInt32(toDate32('{end_day}'))
         GROUP BY project, d
     )
 SELECT

@@ -1,5 +1,7 @@
 -- grain: one row per project, granularity, cohort start and period: of the users whose
 -- first {start_what} falls in the cohort's {granularity}, how many were active {granularity}s later.
+-- A period has a row once it has begun by the project's newest day, and is complete when
+-- all of its days lie before that day (which may still be receiving events).
 -- Each user's active days are gathered once; no join with the activity.
 WITH
     users AS (
@@ -15,15 +17,23 @@ WITH
     cohorts AS (
         SELECT
             project,
-            {unit}(first_day) AS cohort_start,
+            {cohort_of_first_day} AS cohort_start,
             arrayDistinct(arrayMap(
-                d -> intDiv(dateDiff('day', cohort_start, {unit}(d)), {days_per_period}),
+                d -> intDiv(dateDiff('day', cohort_start, {cohort_of_d}), {days_per_period}),
                 arrayFilter(d -> d >= first_day, days)
             )) AS periods
         FROM users
     ),
+    newest AS (
+        -- the day of the project's newest event (of any user, with a start event or not)
+        SELECT project, max(day) AS last_day FROM {events} GROUP BY project
+    ),
     sizes AS (
-        SELECT project, cohort_start, count() AS cohort_size FROM cohorts GROUP BY project, cohort_start
+        SELECT c.project AS project, c.cohort_start AS cohort_start, count() AS cohort_size,
+               any(n.last_day) AS last_day
+        FROM cohorts AS c
+        INNER JOIN newest AS n ON n.project = c.project
+        GROUP BY c.project, c.cohort_start
     ),
     retained AS (
         SELECT project, cohort_start, period, count() AS retained
@@ -38,10 +48,11 @@ SELECT
     p AS period,
     s.cohort_size AS cohort_size,
     r.retained AS retained,
-    r.retained / s.cohort_size AS retention_rate
+    r.retained / s.cohort_size AS retention_rate,
+    toUInt8(s.cohort_start + (p + 1) * {days_per_period} - 1 < s.last_day) AS is_complete
 FROM sizes AS s
 ARRAY JOIN range(toUInt64({periods} + 1)) AS p
 LEFT JOIN retained AS r
     ON r.project = s.project AND r.cohort_start = s.cohort_start AND r.period = p
-WHERE s.cohort_start + p * {days_per_period} <= toDate('{last_day}')
-  AND s.cohort_start BETWEEN toDate('{start_day}') AND toDate('{end_day}')
+WHERE s.cohort_start + p * {days_per_period} <= s.last_day
+  AND s.cohort_start BETWEEN toDate32('{start_day}') AND toDate32('{end_day}')

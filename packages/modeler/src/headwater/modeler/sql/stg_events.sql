@@ -6,7 +6,7 @@ SELECT
     event,
     distinct_id AS user_id,
     timestamp,
-    toDate(timestamp) AS day,
+    toDate32(timestamp) AS day,
     properties,
     -- a measure is the property's value when it is a JSON integer, else NULL
     if(JSONType(properties, '{duration_seconds}') IN ('Int64', 'UInt64'),
@@ -16,7 +16,5 @@ SELECT
     if(JSONType(properties, '{revenue_cents}') IN ('Int64', 'UInt64'),
        JSONExtract(properties, '{revenue_cents}', 'Nullable(Int64)'), NULL) AS revenue_cents
 FROM {db}.events
-WHERE timestamp >= toDateTime64('{start}', 3, 'UTC')
-  AND timestamp < toDateTime64('{end}', 3, 'UTC')
-  {only}
+WHERE 1 {between} {only}
 LIMIT 1 BY project, event_id
