@@ -172,7 +172,7 @@ def test_consistency_compares_groups_across_tables(wh: Warehouse) -> None:
     table(wh, "daily (day Date, events UInt64)", "('2026-11-20', 3), ('2026-11-21', 1)")
     check = Consistency(
         name="daily", table="daily", value="sum(events)", group_by="day",
-        other_table="events", other_group_by="toDate(timestamp)", tolerance=0.1,
+        other_table="events", other_group_by="toDate32(timestamp)", tolerance=0.1,
     )  # fmt: skip
     found = run(wh, check, now=T0)["daily"]
     assert verdict(found) == ("fail", 0.5)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner
+from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner, run_checks
 from headwater.modeler._models import Build, DayModel, events_between
 from headwater.modeler.synthetic import SyntheticEvent, generate
 
@@ -263,6 +263,11 @@ def test_times_from_1900_to_2150_run_twice_and_equal_the_reference(warehouse: Wa
     assert warehouse.rows("metrics_active_users", ["min(day)", "max(day)"]) == [
         (date(1900, 1, 1), date(2150, 1, 1))
     ]
+    # the default checks read the same days: the daily aggregates match the raw events
+    now = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+    outcomes = {o.check_name: o for o in run_checks(warehouse.clickhouse, ModelConfig(), now=now)}
+    match = outcomes["agg_daily_events_match_events"]
+    assert (match.status, match.observed) == ("pass", 0.0)
 
 
 def test_a_week_cohort_keyed_before_the_first_day_is_built_and_kept(warehouse: Warehouse) -> None:

@@ -226,8 +226,8 @@ def volume(check: Volume, probe: Probe) -> Finding:
     day = probe.now.astimezone(UTC).date() - timedelta(days=1)
     first = day - timedelta(days=check.training_days)
     rows = probe.clickhouse.rows(
-        f"SELECT toDate({check.column}) AS day, count() FROM {probe.table(check.table)}"  # noqa: S608
-        f" WHERE day BETWEEN toDate('{first}') AND toDate('{day}') GROUP BY day"
+        f"SELECT toDate32({check.column}) AS day, count() FROM {probe.table(check.table)}"  # noqa: S608
+        f" WHERE day BETWEEN toDate32('{first}') AND toDate32('{day}') GROUP BY day"
     )
     counts: dict[date, int] = {d: int(n) for d, n in rows}
     training = [
@@ -273,7 +273,7 @@ def _rows_of_window(check: Distribution, probe: Probe, day: date, extra: str = "
     that they never shadow a column of the table)."""
     first = day - timedelta(days=check.training_days)
     conditions = [
-        f"toDate({check.time_column}) BETWEEN toDate('{first}') AND toDate('{day}')",
+        f"toDate32({check.time_column}) BETWEEN toDate32('{first}') AND toDate32('{day}')",
         *(f"({c})" for c in (check.where, extra) if c),
     ]
     return f"FROM {probe.table(check.table)} WHERE {' AND '.join(conditions)}"
@@ -307,7 +307,7 @@ def _numeric(check: Distribution, probe: Probe) -> Finding:
         [f"avg({value})", *(f"quantile({q!r})({value})" for q in check.quantiles)]
     )
     rows = probe.clickhouse.rows(
-        f"SELECT toDate({check.time_column}) AS dq_day, {aggregates}"
+        f"SELECT toDate32({check.time_column}) AS dq_day, {aggregates}"
         f" {_rows_of_window(check, probe, day, f'isNotNull({check.expression})')} GROUP BY dq_day"
     )
     daily = {d: [float(v) for v in values] for d, *values in rows}
@@ -331,15 +331,15 @@ def _numeric(check: Distribution, probe: Probe) -> Finding:
 def _categorical(check: Distribution, probe: Probe) -> Finding:
     day = _last_day(probe)
     rows = probe.clickhouse.rows(
-        f"WITH counted AS (SELECT toDate({check.time_column}) AS dq_day,"  # noqa: S608
+        f"WITH counted AS (SELECT toDate32({check.time_column}) AS dq_day,"  # noqa: S608
         f" toString({check.expression}) AS dq_value, count() AS n"
         f" {_rows_of_window(check, probe, day)} GROUP BY dq_day, dq_value),"
         " shares AS (SELECT dq_day, dq_value, n / sum(n) OVER (PARTITION BY dq_day) AS share"
         " FROM counted),"
-        f" summed AS (SELECT dq_value, sumIf(share, dq_day = toDate('{day}')) AS latest,"
-        f" sumIf(share, dq_day < toDate('{day}')) AS trained FROM shares GROUP BY dq_value)"
+        f" summed AS (SELECT dq_value, sumIf(share, dq_day = toDate32('{day}')) AS latest,"
+        f" sumIf(share, dq_day < toDate32('{day}')) AS trained FROM shares GROUP BY dq_value)"
         " SELECT dq_value, latest, trained, latest_rank, trained_rank,"
-        f" (SELECT uniqExact(dq_day) FROM counted WHERE dq_day < toDate('{day}'))"
+        f" (SELECT uniqExact(dq_day) FROM counted WHERE dq_day < toDate32('{day}'))"
         " FROM (SELECT *, if(latest > 0, row_number() OVER (ORDER BY latest DESC, dq_value), 0)"
         " AS latest_rank, if(trained > 0, row_number() OVER (ORDER BY trained DESC, dq_value), 0)"
         f" AS trained_rank FROM summed) WHERE latest_rank BETWEEN 1 AND {check.top}"

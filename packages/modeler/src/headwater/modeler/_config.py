@@ -303,7 +303,7 @@ def default_checks() -> list[AnyCheck]:
         Consistency(
             name="agg_daily_events_match_events", table="agg_daily_events", value="sum(events)",
             group_by="day", other_table="events", other_value="uniqExact(project, event_id)",
-            other_group_by="toDate(timestamp)",
+            other_group_by="toDate32(timestamp)",
         ),
         Volume(name="events_volume", table="events", severity="warn"),
         SchemaDrift(name="events_schema", table="events", properties=True, severity="warn"),
