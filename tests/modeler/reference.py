@@ -91,6 +91,7 @@ __all__ = [
     "fact_user_actions",
     "fct_daily_active_users",
     "funnel",
+    "funnel_users",
     "retention",
 ]
 
@@ -315,6 +316,24 @@ def funnel(
         for cohort_day, counts in sorted(reached.items())
         for step, users in enumerate(counts)
     ]
+
+
+def funnel_users(
+    events: Iterable[EventLike], *, steps: Sequence[str], window: timedelta
+) -> list[int]:
+    """Distinct users who reached each step (1-based order) on at least one entry day."""
+    times: defaultdict[str, defaultdict[str, list[datetime]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for event in dedupe(events):
+        if event.event in steps:
+            times[event.user_id][event.event].append(event.at)
+    counts = [0] * len(steps)
+    for user_times in times.values():
+        deepest = max(_deepest_by_day(user_times, steps, window).values(), default=0)
+        for step in range(deepest):
+            counts[step] += 1
+    return counts
 
 
 def _deepest_by_day(

@@ -160,9 +160,12 @@ TABLES = (
 )
 
 
+STATEFUL = ("agg_daily_events", "funnel_conversions")  # their uniqExact states are bytes
+
+
 def snapshot(wh: Warehouse) -> dict[str, list[tuple[object, ...]]]:
     return {
-        t: wh.rows(t, ["* EXCEPT users_state" if t == "agg_daily_events" else "*"]) for t in TABLES
+        t: wh.rows(t, ["* EXCEPT users_state" if t in STATEFUL else "*"]) for t in TABLES
     }
 
 

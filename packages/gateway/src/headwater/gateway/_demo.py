@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from headwater.modeler import ClickHouse, FileLock, ModelConfig, Runner
 from headwater.modeler.synthetic import generate
@@ -44,9 +45,9 @@ def run_demo(*, directory: Path, users: int, days: int, seed: int, console: Cons
                 clickhouse, ModelConfig(), lock=FileLock(directory / "modeler-demo.lock")
             )
             report = runner.run()
-        console.print(_active_users(clickhouse))
-        console.print(_retention(clickhouse))
-        console.print(_funnel(clickhouse))
+        console.print(active_users_table(clickhouse))
+        console.print(retention_table(clickhouse))
+        console.print(funnel_table(clickhouse))
         console.print(_summary(clickhouse, sent=sent, models=len(report.results)))
     finally:
         clickhouse.close()
@@ -90,51 +91,72 @@ def _emit(
     return stats.sent
 
 
-def _active_users(ch: ClickHouse) -> Table:
-    table = Table(title="Active users (last 14 days)")
+def active_users_table(ch: ClickHouse, db: str = "demo", days: int = 14) -> Table:
+    """The last `days` of DAU, WAU and MAU."""
+    table = Table(
+        title=f"Active users, last {days} days",
+        caption="DAU: distinct users active that day; WAU, MAU: in the 7, 30 days ending on it",
+    )
     for column in ("day", "DAU", "WAU", "MAU", "DAU/MAU"):
         table.add_column(column, justify="right")
     for day, dau, wau, mau, stickiness in ch.rows(
-        "SELECT day, dau, wau, mau, stickiness FROM demo.metrics_active_users"
-        " ORDER BY day DESC LIMIT 14"
+        f"SELECT day, dau, wau, mau, stickiness FROM {db}.metrics_active_users"  # noqa: S608
+        " ORDER BY day DESC LIMIT %(days)s",
+        {"days": days},
     )[::-1]:
         table.add_row(f"{day:%a %d %b}", str(dau), str(wau), str(mau), f"{stickiness:.1%}")
     return table
 
 
-def _retention(ch: ClickHouse, periods: int = 8) -> Table:
+def retention_table(ch: ClickHouse, db: str = "demo", periods: int = 8) -> Table:
+    """Weekly cohorts by week since their first event; a period not over yet is marked."""
     rows = ch.rows(
-        "SELECT cohort_start, period, cohort_size, retention_rate FROM demo.retention_cohorts"
-        " WHERE granularity = 'week' AND period <= %(p)s ORDER BY cohort_start, period",
+        "SELECT cohort_start, period, cohort_size, retention_rate, is_complete"  # noqa: S608
+        f" FROM {db}.retention_cohorts WHERE granularity = 'week' AND period <= %(p)s"
+        " ORDER BY cohort_start, period",
         {"p": periods},
     )
-    matrix: dict[date, dict[int, float]] = defaultdict(dict)
+    matrix: dict[date, dict[int, Text]] = defaultdict(dict)
     sizes: dict[date, int] = {}
-    for cohort, period, size, rate in rows:
-        matrix[cohort][period] = rate
+    for cohort, period, size, rate, complete in rows:
+        matrix[cohort][period] = (
+            Text(f"{rate:.0%}") if complete else Text(f"{rate:.0%}*", style="dim")
+        )
         sizes[cohort] = size
-    table = Table(title="Weekly retention (share of each cohort active k weeks later)")
+    table = Table(
+        title="Weekly retention: share of each cohort's users active k weeks later",
+        caption="cohort: the users whose first event fell in the week starting that Monday;"
+        " * dimmed: the week is not over (it reaches the newest day of data)",
+    )
     table.add_column("cohort")
     table.add_column("users", justify="right")
     for period in range(periods + 1):
         table.add_column(f"W{period}", justify="right")
     for cohort, rates in matrix.items():
-        cells = [f"{rates[p]:.0%}" if p in rates else "" for p in range(periods + 1)]
+        cells = [rates.get(p, Text("")) for p in range(periods + 1)]
         table.add_row(f"{cohort:%d %b}", str(sizes[cohort]), *cells)
     return table
 
 
-def _funnel(ch: ClickHouse) -> Table:
+def funnel_table(ch: ClickHouse, db: str = "demo", funnel: str = "purchase") -> Table:
+    """A funnel over the whole range: distinct users per step, and entries (user-days)."""
     rows = ch.rows(
-        "SELECT step, step_name, sum(users) FROM demo.funnel_conversions"
-        " WHERE funnel = 'purchase' GROUP BY step, step_name ORDER BY step"
+        "SELECT step, step_name, uniqExactMerge(users_state), sum(users)"  # noqa: S608
+        f" FROM {db}.funnel_conversions WHERE funnel = %(f)s"
+        " GROUP BY step, step_name ORDER BY step",
+        {"f": funnel},
     )
-    table = Table(title="Purchase funnel (entries over the whole period, 1-day window)")
-    for column in ("step", "event", "users", "from step 1"):
+    table = Table(
+        title=f"Funnel {funnel!r} over the whole range",
+        caption="users: distinct users who reached the step from at least one entry;"
+        " entries: a user counts once per day they did step 1",
+    )
+    for column in ("step", "event", "users", "from step 1", "entries"):
         table.add_column(column, justify="right" if column != "event" else "left")
     first = rows[0][2] if rows else 0
-    for step, name, users in rows:
-        table.add_row(str(step), name, f"{users:,}", f"{users / first:.1%}" if first else "")
+    for step, name, users, entries in rows:
+        share = f"{users / first:.1%}" if first else ""
+        table.add_row(str(step), name, f"{users:,}", share, f"{entries:,}")
     return table
 
 
@@ -147,11 +169,12 @@ def _summary(ch: ClickHouse, *, sent: int, models: int) -> Table:
     table.add_column("")
     table.add_column("", justify="right")
     table.add_row("events sent by the SDK", f"{sent:,}")
-    table.add_row("events stored", f"{events:,}")
-    table.add_row("users", f"{users:,}")
+    table.add_row("events stored (distinct ids)", f"{events:,}")
+    table.add_row("users (distinct ids)", f"{users:,}")
     table.add_row("from", f"{first:%Y-%m-%d %H:%M}")
     table.add_row("to", f"{last:%Y-%m-%d %H:%M}")
     table.add_row("models built", str(models))
+    table.add_row("rows per table", "")
     for name, rows in ch.rows(
         "SELECT name, total_rows FROM system.tables WHERE database = 'demo'"
         " AND name NOT LIKE '%%staging%%' AND total_rows IS NOT NULL ORDER BY name"

@@ -1,6 +1,8 @@
 -- grain: one row per project, funnel, entry day and step. A user enters on each day they
 -- do step 1; from one of that day's step-1 events they reach step k when steps 2..k follow
 -- in order, each strictly later than the one before, all within the window (inclusive).
+-- `users` counts a user once per entry day; `users_state` (uniqExactState) lets a reader
+-- count distinct users over any range of days: uniqExactMerge(users_state).
 WITH
     {steps} AS steps,
     {window_ms} AS window_ms,
@@ -40,7 +42,8 @@ WITH
         GROUP BY project, user_id, cohort_day
     ),
     counts AS (
-        SELECT project, cohort_day, step, uniqExact(user_id) AS users
+        SELECT project, cohort_day, step, uniqExact(user_id) AS users,
+               uniqExactState(user_id) AS users_state
         FROM reached
         ARRAY JOIN range(1, toUInt64(level) + 1) AS step
         GROUP BY project, cohort_day, step
@@ -52,7 +55,8 @@ SELECT
     s AS step,
     steps[s] AS step_name,
     k.users AS users,
-    k.users / c.users AS conversion_rate
+    k.users / c.users AS conversion_rate,
+    k.users_state AS users_state
 FROM (SELECT project, cohort_day, users FROM counts WHERE step = 1) AS c
 ARRAY JOIN range(1, length(steps) + 1) AS s
 LEFT JOIN counts AS k ON k.project = c.project AND k.cohort_day = c.cohort_day AND k.step = s
