@@ -61,6 +61,80 @@ def test_backfill_rebuilds_the_days_asked_for(loaded: Warehouse) -> None:
     assert labels == [("2026-11-11..2026-11-20",), ("2026-11-18..2026-11-19",)]
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["--from", "2026-12-01", "--to", "2026-12-07"],
+            "no event between 2026-12-01 and 2026-12-07",
+        ),
+        (["--from", "2026-11-21"], "no event on or after 2026-11-21"),
+        (["--to", "2026-11-10"], "no event on or before 2026-11-10"),
+    ],
+)
+def test_a_range_without_events_says_so(loaded: Warehouse, args: list[str], said: str) -> None:
+    code, output = invoke("run", *args)
+    assert (code, output.splitlines()[-1]) == (0, f"nothing to do: {said}")
+    assert loaded.clickhouse.rows(
+        f"SELECT count() FROM {loaded.db}.model_runs"  # noqa: S608
+    ) == [(0,)]
+
+
+def test_one_end_of_a_range_is_enough(loaded: Warehouse) -> None:
+    assert invoke("run")[0] == 0
+    assert invoke("run", "--from", "2026-11-19")[0] == 0
+    assert invoke("run", "--to", "2026-11-12")[0] == 0
+    labels = loaded.clickhouse.rows(
+        f"SELECT partition FROM {loaded.db}.model_runs"  # noqa: S608
+        " WHERE model = 'agg_daily_events' ORDER BY started_at"
+    )
+    assert labels == [
+        ("2026-11-11..2026-11-20",),
+        ("2026-11-19..2026-11-20",),
+        ("2026-11-11..2026-11-12",),
+    ]
+
+
+def _marts_built(loaded: Warehouse) -> int:
+    return int(
+        loaded.clickhouse.value(
+            "SELECT count() FROM system.tables WHERE database = %(db)s"
+            " AND name = 'metrics_active_users'",
+            {"db": loaded.db},
+        )
+    )
+
+
+def test_the_config_file_names_the_database_and_the_environment_wins(
+    loaded: Warehouse, chdb_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HEADWATER_CLICKHOUSE_URL")
+    monkeypatch.delenv("HEADWATER_CLICKHOUSE_DATABASE")
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "headwater.toml"
+    config.write_text(f'clickhouse_url = "{chdb_url}"\nclickhouse_database = "hw_elsewhere"\n')
+    monkeypatch.setenv("HEADWATER_CONFIG", str(config))
+    code, output = invoke("run")
+    assert code == 2
+    assert output.startswith(
+        f"headwater: no Headwater database hw_elsewhere at {chdb_url.removeprefix('chdb://')}"
+        " (HEADWATER_CLICKHOUSE_DATABASE): set it to one that has events there: "
+    )
+    assert _marts_built(loaded) == 0
+    monkeypatch.setenv("HEADWATER_CLICKHOUSE_DATABASE", loaded.db)  # the environment wins
+    code, output = invoke("run")
+    assert code == 0, output
+    assert loaded.rows("metrics_active_users", ["count()"]) == [(10,)]
+    config.write_text(f'clickhouse_url = "{chdb_url}"\nclickhouse_database = "{loaded.db}"\n')
+    monkeypatch.delenv("HEADWATER_CLICKHOUSE_DATABASE")
+    code, output = invoke("run")
+    assert (code, output.splitlines()[-1]) == (
+        0,
+        "nothing to do: no event arrived since the last run",
+    )
+    assert list(tmp_path.iterdir()) == [config]  # the default directory was not used
+
+
 def test_status_lists_the_runs(loaded: Warehouse) -> None:
     assert invoke("run")[0] == 0
     code, output = invoke("status")
@@ -80,7 +154,7 @@ def test_sql_is_a_dry_run(loaded: Warehouse) -> None:
     ) == [(0,)]
     assert invoke("sql", "nope") == (
         2,
-        f"error: no model named 'nope'; models: {', '.join(MODELS)}\n",
+        f"headwater: no model named 'nope'; models: {', '.join(MODELS)}\n",
     )
 
 
@@ -93,7 +167,7 @@ def test_a_bad_configuration_stops_with_its_name(
     code, output = invoke("run")
     assert code == 2
     problem = "funnel 'signup' needs at least two steps - at `$.funnels[0]`"
-    assert output == f"error: model configuration {config}: {problem}\n"
+    assert output == f"headwater: model configuration {config}: {problem}\n"
 
 
 def test_schedule_runs_on_its_interval(loaded: Warehouse) -> None:

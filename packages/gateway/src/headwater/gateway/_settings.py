@@ -7,21 +7,26 @@ prefix), and the environment wins over it.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
+from headwater.modeler import ConfigError as SettingRefused
 from headwater.modeler import redact
+from headwater.modeler.environment import (
+    clickhouse_url_problem,
+    convert,
+    default_clickhouse_url,
+    read_environment,
+)
 
 from ._errors import ConfigError
-
-PREFIX = "HEADWATER_"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,11 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model_schedule: bool = True  # embedded mode: run the models' schedule in this process
 
     def __post_init__(self) -> None:
-        if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
-            raise ConfigError(
-                "HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or http(s)://user:pass@host:port/db,"
-                f" got {redact(self.clickhouse_url)!r}"
-            )
+        if problem := clickhouse_url_problem(self.clickhouse_url):
+            raise ConfigError(problem)
         if self.redis_url and urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
                 f"HEADWATER_REDIS_URL must be a redis:// URL, got {redact(self.redis_url)!r}"
@@ -142,24 +144,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ) -> Settings:
         """Settings from `HEADWATER_*` variables (and the TOML file `HEADWATER_CONFIG` names)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if config := env.get(PREFIX + "CONFIG"):
-            values.update(_read_toml(Path(config)))
-        for field in msgspec.structs.fields(cls):
-            raw = env.get(PREFIX + field.name.upper())
-            if raw is not None:
-                values[field.name] = _pairs(field.name, raw) if field.name in _PAIRS else raw
-        if not values.get("clickhouse_url"):
-            directory = (cwd or Path.cwd()) / ".headwater" / "clickhouse"
-            values["clickhouse_url"] = f"chdb://{directory}"
-        if not values.get("write_keys"):
-            demo = values.get("demo_write_key") or f"hw_demo_{secrets.token_hex(8)}"
-            values["demo_write_key"] = demo
-            values["write_keys"] = {demo: "demo"}
         try:
-            return msgspec.convert(values, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"bad setting: {_name_field(str(exc))}") from exc
+            values = read_environment(cls, env, parse=_PARSE)
+            if not values.get("clickhouse_url"):
+                values["clickhouse_url"] = default_clickhouse_url(cwd)
+            if not values.get("write_keys"):
+                demo = values.get("demo_write_key") or f"hw_demo_{secrets.token_hex(8)}"
+                values["demo_write_key"] = demo
+                values["write_keys"] = {demo: "demo"}
+            return convert(values, cls)
+        except SettingRefused as exc:  # the reader is the modeler's: its error, told as ours
+            raise ConfigError(str(exc)) from exc
 
 
 class PostHogTarget(NamedTuple):
@@ -210,16 +205,4 @@ def _pairs(name: str, raw: str) -> dict[str, str]:
     return pairs
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"HEADWATER_CONFIG={path}: {exc}") from exc
-
-
-def _name_field(message: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.commit_max_rows`": name the variable.
-    head, _, where = message.partition(" - at `$.")
-    field = where.rstrip("`").split(".")[0].split("[")[0]
-    return f"HEADWATER_{field.upper()}: {head}" if field else message
+_PARSE = {name: functools.partial(_pairs, name) for name in _PAIRS}

@@ -1,11 +1,13 @@
-"""Where the modeler finds ClickHouse, its configuration and its alert channels (the same
-`HEADWATER_*` variables as the gateway), as one value built at start-up."""
+"""Where the modeler finds ClickHouse, its configuration and its alert channels, as one
+value built at start-up: the same `HEADWATER_*` variables and `HEADWATER_CONFIG` file as
+the gateway, read the same way (`headwater.modeler.environment`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -14,6 +16,13 @@ from ._alerts import AlertChannel, JsonWebhook, SlackWebhook, SmtpEmail
 from ._config import ModelConfig
 from ._errors import ConfigError
 from ._lock import FileLock, RedisLock, RunLock
+from .environment import (
+    clickhouse_url_problem,
+    convert,
+    default_clickhouse_url,
+    embedded_directory,
+    read_environment,
+)
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -37,11 +46,8 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_metrics_url: str = ""  # HEADWATER_GATEWAY_METRICS_URL: for `headwater health`
 
     def __post_init__(self) -> None:
-        if not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
-            raise ConfigError(
-                "HEADWATER_CLICKHOUSE_URL must be chdb:///abs/dir or http(s)://…,"
-                f" got {self.clickhouse_url!r}"
-            )
+        if problem := clickhouse_url_problem(self.clickhouse_url):
+            raise ConfigError(problem)
         if not self.clickhouse_database.replace("_", "").isalnum():
             raise ConfigError(
                 f"HEADWATER_CLICKHOUSE_DATABASE must be letters, digits and _,"
@@ -80,33 +86,20 @@ class ModelerSettings(msgspec.Struct, frozen=True, kw_only=True):
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, cwd: Path | None = None
     ) -> ModelerSettings:
+        """Settings from `HEADWATER_*` variables and the TOML file `HEADWATER_CONFIG` names
+        (the environment wins); a bad value is a ConfigError naming its variable."""
         env = os.environ if environ is None else environ
-        default = f"chdb://{(cwd or Path.cwd()) / '.headwater' / 'clickhouse'}"
-        recipients = env.get("HEADWATER_ALERT_SMTP_TO", "")
-        return cls(
-            clickhouse_url=env.get("HEADWATER_CLICKHOUSE_URL") or default,
-            clickhouse_database=env.get("HEADWATER_CLICKHOUSE_DATABASE") or "headwater",
-            redis_url=env.get("HEADWATER_REDIS_URL", ""),
-            models=env.get("HEADWATER_MODELS", ""),
-            alert_slack_url=env.get("HEADWATER_ALERT_SLACK_URL", ""),
-            alert_webhook_url=env.get("HEADWATER_ALERT_WEBHOOK_URL", ""),
-            alert_smtp_host=env.get("HEADWATER_ALERT_SMTP_HOST", ""),
-            alert_smtp_port=_port(env, "HEADWATER_ALERT_SMTP_PORT", 25),
-            alert_smtp_from=env.get("HEADWATER_ALERT_SMTP_FROM", ""),
-            alert_smtp_to=tuple(to.strip() for to in recipients.split(",") if to.strip()),
-            alert_smtp_starttls=_flag(env, "HEADWATER_ALERT_SMTP_STARTTLS"),
-            alert_smtp_user=env.get("HEADWATER_ALERT_SMTP_USER", ""),
-            alert_smtp_password=env.get("HEADWATER_ALERT_SMTP_PASSWORD", ""),
-            gateway_metrics_url=env.get("HEADWATER_GATEWAY_METRICS_URL", ""),
-        )
+        values = read_environment(cls, env, parse=_PARSE)
+        if not values.get("clickhouse_url"):
+            values["clickhouse_url"] = default_clickhouse_url(cwd)
+        return convert(values, cls)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.load(Path(self.models) if self.models else None)
 
     def run_lock(self) -> RunLock:
         """A file lock beside an embedded database; a Redis lock for a shared server."""
-        if self.clickhouse_url.startswith("chdb://"):
-            directory = Path(self.clickhouse_url.removeprefix("chdb://"))
+        if (directory := embedded_directory(self.clickhouse_url)) is not None:
             return FileLock(directory.parent / f"modeler-{self.clickhouse_database}.lock")
         if self.redis_url:
             return RedisLock(self.redis_url, key=f"hw:modeler:{self.clickhouse_database}")
@@ -151,17 +144,25 @@ def _check_url(variable: str, url: str) -> None:
         raise ConfigError(f"{variable} must be an http(s) URL, got {parts.scheme or url!r}")
 
 
-def _port(env: Mapping[str, str], variable: str, default: int) -> int:
-    raw = env.get(variable, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise ConfigError(f"{variable} must be a port number, got {raw!r}")
+def _port(raw: str) -> int:
+    if not raw.strip().isdecimal():
+        raise ConfigError(f"HEADWATER_ALERT_SMTP_PORT must be a port number, got {raw!r}")
     return int(raw)
 
 
-def _flag(env: Mapping[str, str], variable: str) -> bool:
-    raw = env.get(variable, "").strip().lower()
-    if raw not in _TRUE | _FALSE:
-        raise ConfigError(f"{variable} must be true or false, got {raw!r}")
-    return raw in _TRUE
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() not in _TRUE | _FALSE:
+        raise ConfigError(f"HEADWATER_ALERT_SMTP_STARTTLS must be true or false, got {raw!r}")
+    return raw.strip().lower() in _TRUE
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    return tuple(to.strip() for to in raw.split(",") if to.strip())
+
+
+# The variables whose text is not their field's value as msgspec reads text.
+_PARSE: Mapping[str, Callable[[str], Any]] = {
+    "alert_smtp_port": _port,
+    "alert_smtp_starttls": _flag,
+    "alert_smtp_to": _addresses,
+}
