@@ -290,3 +290,17 @@ def test_a_week_cohort_keyed_before_the_first_day_is_built_and_kept(warehouse: W
         ("p", "week", date(2026, 10, 12), 1, 2, 1, 0.5, 0),
     ]
     assert_marts_equal_reference(warehouse, events)
+
+
+def test_days_after_a_silent_spell_get_their_rows_in_the_next_run(warehouse: Warehouse) -> None:
+    # Nothing happens for three weeks after the first run: the next run's events are all on
+    # one day, yet every day between gets its active users, and the cohorts their periods.
+    start = datetime(2026, 9, 2, 10, 0, tzinfo=UTC)
+    first = [make("page_view", f"u{n % 3}", start + timedelta(days=n), n) for n in range(5)]
+    later = [make("page_view", "u0", start + timedelta(days=26), 100)]
+    warehouse.load(first)
+    warehouse.runner.run()
+    warehouse.load(later)
+    warehouse.runner.run()
+    assert warehouse.rows("metrics_active_users", ["count()"]) == [(27,)]
+    assert_marts_equal_reference(warehouse, [*first, *later])
