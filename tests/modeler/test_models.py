@@ -10,7 +10,15 @@ from typing import Literal
 
 import pytest
 
-from headwater.modeler import MODELS, FileLock, ModelConfig, ModelFailed, Runner, run_checks
+from headwater.modeler import (
+    MODELS,
+    ConfigError,
+    FileLock,
+    ModelConfig,
+    ModelFailed,
+    Runner,
+    run_checks,
+)
 from headwater.modeler._models import Build, DayModel, events_between
 from headwater.modeler.synthetic import SyntheticEvent, generate
 
@@ -164,9 +172,7 @@ STATEFUL = ("agg_daily_events", "funnel_conversions")  # their uniqExact states 
 
 
 def snapshot(wh: Warehouse) -> dict[str, list[tuple[object, ...]]]:
-    return {
-        t: wh.rows(t, ["* EXCEPT users_state" if t in STATEFUL else "*"]) for t in TABLES
-    }
+    return {t: wh.rows(t, ["* EXCEPT users_state" if t in STATEFUL else "*"]) for t in TABLES}
 
 
 def test_running_twice_changes_nothing(warehouse: Warehouse) -> None:
@@ -304,3 +310,13 @@ def test_days_after_a_silent_spell_get_their_rows_in_the_next_run(warehouse: War
     warehouse.runner.run()
     assert warehouse.rows("metrics_active_users", ["count()"]) == [(27,)]
     assert_marts_equal_reference(warehouse, [*first, *later])
+
+
+def test_a_reversed_range_is_refused_before_anything_runs(warehouse: Warehouse) -> None:
+    with pytest.raises(ConfigError, match=r"^the range 2026-11-07\.\.2026-11-01 is reversed"):
+        warehouse.runner.run(since=date(2026, 11, 7), until=date(2026, 11, 1))
+    ledger = warehouse.clickhouse.rows(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'model_runs'",
+        {"db": warehouse.db},
+    )
+    assert ledger == [(0,)]  # not even the ledger was created

@@ -27,7 +27,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from ._clickhouse import ClickHouse, millis
 from ._config import ModelConfig
-from ._errors import ModelFailed
+from ._errors import ConfigError, ModelFailed
 from ._ledger import Ledger
 from ._lock import RunLock
 from ._models import MODELS, Build, Days, Model, Span, events_between, sql_file
@@ -146,6 +146,10 @@ class Runner:
         progress: Progress | None = None,
     ) -> RunReport:
         """Bring every model up to date (or rebuild `since..until`, or everything)."""
+        if since is not None and until is not None and since > until:
+            raise ConfigError(
+                f"the range {since}..{until} is reversed: its first day is after its last"
+            )
         run_id = uuid.uuid4().hex[:16]
         with self._lock:
             self.ledger.create()
