@@ -32,9 +32,9 @@ import msgspec
 
 from benchmarks.gateway_server import REDIS_URL, delete_prefix, redis_cpu_seconds
 from benchmarks.gateway_workload import run_prefix
-from headwater.gateway import ClickHouse, RedisDedupeStore, migrate
+from headwater.gateway import ClickHouse, RedisDedupeStore, Settings, migrate
 from headwater.gateway._clickhouse import EVENT_COLUMNS
-from headwater.gateway._events import Columns, Context, RowBlock, encode_blocks, now
+from headwater.gateway._events import Columns, Context, EventWindow, RowBlock, encode_blocks, now
 from headwater.gateway._native import _json_batch, parse_native
 
 
@@ -78,9 +78,12 @@ def decode_stage(bodies: list[bytes], seconds: float) -> Stage:
     return Stage("decode", what, events, wall, cpu)
 
 
+WINDOW = EventWindow.of(Settings(clickhouse_url="chdb:///unused"))  # the default window
+
+
 def _context() -> Context:
     return Context(project="bench", source="native", lib="bench", received_at=now(),
-                   sent_at=None, max_event_bytes=1_000_000)  # fmt: skip
+                   sent_at=None, max_event_bytes=1_000_000, window=WINDOW)  # fmt: skip
 
 
 def row_block(body: bytes) -> RowBlock:

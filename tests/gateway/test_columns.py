@@ -16,6 +16,7 @@ from headwater.gateway._events import (
     Columns,
     Context,
     EventRow,
+    EventWindow,
     Incoming,
     RowBlock,
     encode_blocks,
@@ -26,6 +27,8 @@ from headwater.gateway._native import parse_native
 from .conftest import WRITE_KEY, GatewayFactory, metric
 
 RECEIVED = datetime(2026, 11, 26, 12, 0, 0, 250_000, tzinfo=UTC)
+WINDOW = EventWindow(max_age_days=3650, max_future_hours=23)  # the default settings'
+WIDEST = EventWindow(max_age_days=100_000, max_future_hours=2_000_000)  # the column's range
 EXAMPLES = settings(max_examples=300, deadline=None)
 AUTH = f"Bearer {WRITE_KEY}"
 
@@ -70,8 +73,13 @@ odd_times = st.sampled_from(
         "2026-03-01T10:00:00.123456Z",  # microseconds: kept, and stored as milliseconds
         "2026-03-01T10:00:00",  # no zone: read as UTC one by one
         "2026-03-01T12:00:00+02:00",  # another zone: converted one by one
-        "1899-12-31T23:59:59Z",  # before the earliest kept
-        "2030-01-01T00:00:00Z",  # in the future: clamped to the arrival
+        "1899-12-31T23:59:59Z",  # before the earliest time the column holds
+        "1970-01-01T00:00:00Z",  # before the window (ten years): refused
+        "2016-11-28T12:00:00.250Z",  # the window's first moment: stored
+        "2016-11-28T12:00:00.249Z",  # a millisecond before it: refused
+        "2026-11-27T11:00:00.250Z",  # 23 h after the arrival: stored
+        "2026-11-27T11:00:00.251Z",  # a millisecond over 23 h: refused
+        "2030-01-01T00:00:00Z",  # in the future: refused, not clamped
     ]
 )
 
@@ -98,14 +106,21 @@ near = st.builds(
 )
 
 
-def context(sent_at: datetime | None, *, max_event_bytes: int = 1_000_000) -> Context:
+def context(
+    sent_at: datetime | None,
+    *,
+    max_event_bytes: int = 1_000_000,
+    window: EventWindow = WINDOW,
+    received_at: datetime = RECEIVED,
+) -> Context:
     return Context(
         project="shop",
         source="native",
         lib="headwater-python",
-        received_at=RECEIVED,
+        received_at=received_at,
         sent_at=sent_at,
         max_event_bytes=max_event_bytes,
+        window=window,
     )
 
 
@@ -152,13 +167,124 @@ def test_a_block_holds_what_the_checks_one_by_one_store(
 def test_what_the_sdk_sends_is_taken_as_columns(
     messages: list[dict[str, Any]], skew: timedelta | None
 ) -> None:
-    """Times within 2026-11-17 and skews within 3 days: none is clamped or refused."""
+    """Times within 2026-11-17 and skews within 3 days: none is refused."""
     sent_at = None if skew is None else RECEIVED - skew
     columns = columns_of(messages, sent_at)
     ctx = context(sent_at)
     block = columns.block(ctx)
     assert block is not None
     assert block.rows() == one_by_one(columns, ctx)
+
+
+# -- the event-time window ------------------------------------------------------------------
+
+COLUMN_FIRST, COLUMN_END = datetime(1900, 1, 1, tzinfo=UTC), datetime(2300, 1, 1, tzinfo=UTC)
+arrivals = st.datetimes(  # now, or the first arrival of a replayed event: whole milliseconds
+    datetime(1900, 1, 1), datetime(2299, 12, 31, 23, 59, 59, 999_000)
+).map(lambda at: at.replace(microsecond=at.microsecond // 1000 * 1000, tzinfo=UTC))
+windows = st.builds(
+    EventWindow,
+    max_age_days=st.integers(min_value=1, max_value=200_000),
+    max_future_hours=st.integers(min_value=1, max_value=4_000_000)
+    | st.floats(min_value=0.001, max_value=4e6),
+)
+nudges = st.timedeltas(timedelta(microseconds=-2000), timedelta(microseconds=2000))
+edges = st.sampled_from(["age", "future", "first", "end", "anywhere"])
+
+
+def _window_edge(edge: str, at: datetime, window: EventWindow) -> datetime:
+    """Where `edge` of `window` lies for an event that arrived `at` (as the settings say
+    it, without the column's range: that bounds it too)."""
+    return {
+        "age": at - timedelta(days=window.max_age_days),
+        "future": at + timedelta(hours=window.max_future_hours),
+        "first": COLUMN_FIRST,
+        "end": COLUMN_END,
+        "anywhere": at,
+    }[edge]
+
+
+@EXAMPLES
+@given(
+    arrivals,
+    windows,
+    edges,
+    nudges | st.timedeltas(timedelta(days=-200_000), timedelta(days=200_000)),
+    st.none() | skews,
+)
+def test_an_event_is_stored_iff_its_corrected_time_is_in_the_window(
+    at: datetime, window: EventWindow, edge: str, nudge: timedelta, skew: timedelta | None
+) -> None:
+    """Near each edge of the window and anywhere: the event (beside one at its arrival) is
+    stored iff its skew-corrected time lies within `max_age_days` before its arrival,
+    `max_future_hours` after it and the column's range; the columns and the checks one by
+    one agree, and a refusal names the bound crossed."""
+    corrected = _window_edge(edge, at, window) + nudge
+    sent_at = None if skew is None else at - skew
+    stamp = corrected - (skew or timedelta(0))  # what the device's clock said
+    messages = [
+        sdk_event(event_id=str(uuid.uuid4()), timestamp=(at - (skew or timedelta(0))).isoformat()),
+        sdk_event(event_id=str(uuid.uuid4()), timestamp=stamp.isoformat()),
+    ]
+    ctx = context(sent_at, window=window, received_at=at)
+    columns = columns_of(messages, sent_at)
+    block, (beside, row) = columns.block(ctx), one_by_one(columns, ctx)
+
+    inside = (
+        COLUMN_FIRST <= corrected < COLUMN_END
+        and at - corrected <= timedelta(days=window.max_age_days)
+        and corrected - at <= timedelta(hours=window.max_future_hours)
+    )
+    assert isinstance(beside, EventRow)
+    assert beside.timestamp == at
+    if inside:
+        assert isinstance(row, EventRow)
+        assert row.timestamp == corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
+        assert block is not None
+        assert block.rows() == [beside, row]
+        return
+    assert block is None
+    assert isinstance(row, str)
+    assert row.startswith(f"timestamp '{stamp.isoformat(timespec='auto')[:19]}")
+    if corrected < COLUMN_FIRST:
+        assert row.endswith(" is before 1900-01-01, the earliest time the events table holds")
+    elif corrected >= COLUMN_END:
+        assert row.endswith(" is from 2300-01-01 on, past the latest time the events table holds")
+    elif corrected < at:
+        assert row.endswith(" (HEADWATER_EVENT_MAX_AGE_DAYS)")
+        assert f" before its arrival, over the window of {window.max_age_days} day" in row
+    else:
+        assert row.endswith(" (HEADWATER_EVENT_MAX_FUTURE_HOURS)")
+        assert " after its arrival, over the window of " in row
+
+
+def test_the_window_bounds_the_columns_as_the_checks_one_by_one() -> None:
+    """A batch with one time a millisecond outside the default window goes one by one,
+    where that event alone is refused, naming the setting; at the edges it is taken."""
+    first, last = "2016-11-28T12:00:00.250Z", "2026-11-27T11:00:00.250Z"
+    edges = [sdk_event(event_id=str(uuid.uuid4()), timestamp=at) for at in (first, last)]
+    block = columns_of(edges, None).block(context(None))
+    assert block is not None
+    assert [row.timestamp.isoformat() for row in block.rows()] == [
+        "2016-11-28T12:00:00.250000+00:00",
+        "2026-11-27T11:00:00.250000+00:00",
+    ]
+    for outside, reason in (
+        (
+            "2016-11-28T12:00:00.249Z",
+            "timestamp '2016-11-28T12:00:00.249Z' is more than 3,650 days before its arrival,"
+            " over the window of 3650 days (HEADWATER_EVENT_MAX_AGE_DAYS)",
+        ),
+        (
+            "2026-11-27T11:00:00.251Z",
+            "timestamp '2026-11-27T11:00:00.251Z' is more than 23 hours after its arrival,"
+            " over the window of 23 hours (HEADWATER_EVENT_MAX_FUTURE_HOURS)",
+        ),
+    ):
+        batch = [*edges, sdk_event(event_id=str(uuid.uuid4()), timestamp=outside)]
+        columns = columns_of(batch, None)
+        assert columns.block(context(None)) is None
+        assert one_by_one(columns, context(None))[2] == reason
 
 
 def sdk_event(**changes: Any) -> dict[str, Any]:
@@ -219,7 +345,8 @@ def test_any_event_the_checks_would_change_or_refuse_sends_the_batch_one_by_one(
         sdk_event(timestamp=None),  # the arrival time
         sdk_event(timestamp="2026-11-26T13:59:58.125+02:00"),  # converted to UTC
         sdk_event(timestamp="2026-11-26T11:59:58.125"),  # no zone: read as UTC
-        sdk_event(timestamp="2026-11-27T12:00:00Z"),  # in the future: clamped
+        sdk_event(timestamp="2026-11-27T12:00:00Z"),  # over 23 h ahead: refused
+        sdk_event(timestamp="2016-11-01T00:00:00Z"),  # over ten years back: refused
         sdk_event(timestamp="1899-12-31T23:59:59Z"),  # refused
     ):
         clean_one = sdk_event(event_id=str(uuid.uuid4()))
@@ -260,7 +387,7 @@ def test_msgspec_reads_only_utc_times_with_the_utc_tzinfo() -> None:
 def test_the_sdks_microseconds_are_stored_as_milliseconds(start_gateway: GatewayFactory) -> None:
     """ClickHouse reads the first three fractional digits of a time and ignores the rest:
     what `to_row` truncates to, for a batch taken as columns too."""
-    gw = start_gateway()
+    gw = start_gateway(event_max_age_days=100_000)  # back to 1900
     times = [
         "2025-06-01T10:00:00.125999Z",
         "1969-12-31T23:59:59.999999Z",  # before 1970: still the digits, not a rounding
@@ -274,7 +401,8 @@ def test_the_sdks_microseconds_are_stored_as_milliseconds(start_gateway: Gateway
     assert answer.json() == {"accepted": 4, "duplicates": 0, "rejected": []}
     assert metric(gw, 'headwater_native_batches_total{path="columns"}') == 1.0
     stored = gw.rows("SELECT toString(event_id), timestamp FROM {db}.events")
-    expected = one_by_one(columns_of(messages, None), context(None))  # no skew: no arrival
+    # no skew: the arrival plays no part but for the window, here the column's range
+    expected = one_by_one(columns_of(messages, None), context(None, window=WIDEST))
     assert sorted((i, t.replace(tzinfo=UTC)) for i, t in stored) == sorted(
         (row.event_id, row.timestamp) for row in expected if isinstance(row, EventRow)
     )

@@ -478,6 +478,7 @@ def test_event_without_uuid_gets_a_content_id_so_a_retry_dedupes(
 def test_timestamps_offsets_and_the_future(start_gateway: GatewayFactory) -> None:
     gw = start_gateway()
     skewed, offset_sent, offset_alone, future, missing = ids(5)
+    # received within the hour after this: over 47 h ahead, under 48 h
     far_future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
 
     def event(name: str, event_id: str, **extra: Any) -> dict[str, Any]:
@@ -502,13 +503,22 @@ def test_timestamps_offsets_and_the_future(start_gateway: GatewayFactory) -> Non
             "/e/",
             json=[
                 event("offset", offset_alone, offset=1500, token=WRITE_KEY),
-                # Two days ahead with no sent_at to explain it: clamped to now.
+                # Two days ahead with no sent_at to explain it: refused, not clamped.
                 event("future", future, timestamp=far_future, token=WRITE_KEY),
                 event("missing", missing, token=WRITE_KEY),
             ],
         )
     assert (envelope.status_code, envelope.json()) == (200, {**OK, "accepted": 2})
-    assert (loose.status_code, loose.json()) == (200, {**OK, "accepted": 3})
+    refused = {
+        "index": 1,
+        "reason": f"timestamp '{far_future}' is more than 47 hours after its arrival, over the"
+        " window of 23 hours (HEADWATER_EVENT_MAX_FUTURE_HOURS)",
+        "event_id": future,
+    }
+    assert (loose.status_code, loose.json()) == (
+        200,
+        {**OK, "accepted": 2, "rejected": [refused]},
+    )
 
     rows = stored(gw)
     assert rows[skewed].timestamp == rows[skewed].received_at - timedelta(seconds=5)
@@ -518,7 +528,7 @@ def test_timestamps_offsets_and_the_future(start_gateway: GatewayFactory) -> Non
     alone = rows[offset_alone]
     assert before - MS - timedelta(seconds=1.5) <= alone.timestamp
     assert alone.timestamp <= alone.received_at - timedelta(seconds=1.5)
-    assert rows[future].timestamp == rows[future].received_at
+    assert future not in rows
     assert rows[missing].timestamp == rows[missing].received_at
 
 

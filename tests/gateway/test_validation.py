@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from headwater.gateway import Settings, _native
-from headwater.gateway._events import Context, Incoming, now, to_row
+from headwater.gateway._events import Context, EventWindow, Incoming, now, to_row
 from headwater.sdk import _wire
 
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, metric
@@ -27,6 +27,7 @@ AUTH = {"Authorization": f"Bearer {WRITE_KEY}"}
 # Derived ids are UUIDv5 in this namespace: changing it would break dedupe across a deploy.
 ID_NAMESPACE = uuid.UUID("6f1d1b6e-8d2c-4c55-9c43-1f0c6a1e2a10")
 PAST = "2024-05-01T12:00:00.250Z"
+WINDOW = EventWindow(max_age_days=3650, max_future_hours=23)  # the default settings'
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -107,7 +108,8 @@ def _refused() -> list[tuple[Any, str]]:
         (event(timestamp=1714564800), "Expected `datetime | null`, got `int` - at `$.timestamp`"),
         (
             event(timestamp="1899-12-31T23:59:59Z"),
-            "timestamp '1899-12-31T23:59:59+00:00' is before 1900-01-01, the earliest kept",
+            "timestamp '1899-12-31T23:59:59Z' is before 1900-01-01,"
+            " the earliest time the events table holds",
         ),
         (event(properties=[1]), "Expected `object`, got `array` - at `$.properties`"),
         (42, "Expected `object`, got `int`"),
@@ -400,18 +402,20 @@ def _ms(when: datetime) -> datetime:
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
-def test_timestamps_are_parsed_into_utc_and_the_far_future_is_clamped(
+def test_timestamps_are_parsed_into_utc_and_the_far_future_is_refused_not_clamped(
     start_gateway: GatewayFactory,
 ) -> None:
     gw = start_gateway()
     soon = datetime.now(UTC) + timedelta(hours=22)
+    # received within the hour after this: over 23 h ahead, under 24 h
+    future = (datetime.now(UTC) + timedelta(hours=24)).replace(microsecond=123_456)
     cases = {
         "utc": event(timestamp="2024-05-01T12:00:00.250Z"),
         "offset": event(timestamp="2024-05-01T14:00:00.250+02:00"),
         "naive": event(timestamp="2024-05-01T12:00:00.250"),
         "micro": event(timestamp="2024-05-01T12:00:00.250999Z"),
         "soon": event(timestamp=soon.isoformat()),
-        "future": event(timestamp=(datetime.now(UTC) + timedelta(hours=24)).isoformat()),
+        "future": event(timestamp=future.isoformat()),
         "far": event(timestamp="9999-12-31T23:59:59Z"),
         "none": event(timestamp=None),
     }
@@ -419,17 +423,36 @@ def test_timestamps_are_parsed_into_utc_and_the_far_future_is_clamped(
     del missing["timestamp"]
     cases["missing"] = missing
     response = post(gw, batch_body([compact(m) for m in cases.values()]))
-    assert response.json() == {"accepted": 9, "duplicates": 0, "rejected": []}
+    shown = future.isoformat().replace("+00:00", "Z")
+    assert response.json() == {
+        "accepted": 7,
+        "duplicates": 0,
+        "rejected": [
+            {
+                "index": 5,
+                "reason": f"timestamp '{shown}' is more than 23 hours after its arrival,"
+                " over the window of 23 hours (HEADWATER_EVENT_MAX_FUTURE_HOURS)",
+                "event_id": cases["future"]["event_id"],
+            },
+            {
+                "index": 6,
+                "reason": "timestamp '9999-12-31T23:59:59Z' is from 2300-01-01 on,"
+                " past the latest time the events table holds",
+                "event_id": cases["far"]["event_id"],
+            },
+        ],
+    }
 
     times = _stored_times(gw)
-    at = {name: times[m["event_id"]] for name, m in cases.items()}
+    at = {name: times[m["event_id"]] for name, m in cases.items() if m["event_id"] in times}
     noon = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=UTC)
     assert {name: at[name][0] for name in ("utc", "offset", "naive", "micro")} == dict.fromkeys(
         ("utc", "offset", "naive", "micro"), noon
     )
     assert at["soon"][0] == _ms(soon)
-    for name in ("future", "far", "none", "missing"):  # the gateway's clock stands in
+    for name in ("none", "missing"):  # the gateway's clock stands in
         assert at[name][0] == at[name][1], name
+    assert sorted(at) == ["micro", "missing", "naive", "none", "offset", "soon", "utc"]
 
 
 def test_sent_at_corrects_the_device_clock(start_gateway: GatewayFactory) -> None:
@@ -446,31 +469,43 @@ def test_sent_at_corrects_the_device_clock(start_gateway: GatewayFactory) -> Non
     assert timestamp == received_at - timedelta(hours=1, seconds=10)
 
 
-def test_a_skew_that_leaves_the_calendar_is_clamped_or_refused(
-    start_gateway: GatewayFactory,
-) -> None:
+def test_a_skew_that_leaves_the_calendar_is_refused(start_gateway: GatewayFactory) -> None:
     gw = start_gateway()
     ahead = event(timestamp="9999-12-31T23:59:59Z")  # + 8000 years of skew: the future
-    body = batch_body([compact(ahead)], sent_at="0001-01-01T00:00:00Z")
-    assert post(gw, body).json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    timestamp, received_at = _stored_times(gw)[ahead["event_id"]]
-    assert timestamp == received_at
-
     behind = event(timestamp="0001-01-01T00:00:00Z")  # - 8000 years of skew
-    body = batch_body([compact(behind)], sent_at="9999-12-31T23:59:59Z")
-    assert post(gw, body).json() == {
-        "accepted": 0,
-        "duplicates": 0,
-        "rejected": [
-            {
-                "index": 0,
-                "reason": "timestamp '0001-01-01T00:00:00+00:00' is before 1900-01-01,"
-                " the earliest kept",
-                "event_id": behind["event_id"],
-            }
-        ],
-    }
-    assert stored_ids(gw) == [ahead["event_id"]]
+    answers = [
+        post(gw, batch_body([compact(ahead)], sent_at="0001-01-01T00:00:00Z")).json(),
+        post(gw, batch_body([compact(behind)], sent_at="9999-12-31T23:59:59Z")).json(),
+    ]
+    assert answers == [
+        {
+            "accepted": 0,
+            "duplicates": 0,
+            "rejected": [
+                {
+                    "index": 0,
+                    "reason": "timestamp '9999-12-31T23:59:59Z', corrected by the sender's clock"
+                    " out of the calendar, is from 2300-01-01 on, past the latest time the"
+                    " events table holds",
+                    "event_id": ahead["event_id"],
+                }
+            ],
+        },
+        {
+            "accepted": 0,
+            "duplicates": 0,
+            "rejected": [
+                {
+                    "index": 0,
+                    "reason": "timestamp '0001-01-01T00:00:00Z', corrected by the sender's clock"
+                    " out of the calendar, is before 1900-01-01, the earliest time the events"
+                    " table holds",
+                    "event_id": behind["event_id"],
+                }
+            ],
+        },
+    ]
+    assert stored_ids(gw) == []
 
 
 def test_an_unreadable_sent_at_means_no_correction(start_gateway: GatewayFactory) -> None:
@@ -483,7 +518,9 @@ def test_an_unreadable_sent_at_means_no_correction(start_gateway: GatewayFactory
 
 
 def test_events_of_many_months_in_one_batch_are_stored(start_gateway: GatewayFactory) -> None:
-    gw = start_gateway()  # ClickHouse's partition limit per insert would make this a 503
+    # ClickHouse's partition limit per insert would make this a 503 (2000-2009: a window
+    # wider than the default ten years)
+    gw = start_gateway(event_max_age_days=20_000)
     messages = [
         event(timestamp=f"{2000 + i // 12}-{i % 12 + 1:02d}-15T12:00:00Z") for i in range(120)
     ]
@@ -804,7 +841,13 @@ def test_a_name_of_a_str_subclass_still_gets_every_check() -> None:
         pass
 
     ctx = Context(
-        project="p", source="native", lib="", received_at=now(), sent_at=None, max_event_bytes=9
+        project="p",
+        source="native",
+        lib="",
+        received_at=now(),
+        sent_at=None,
+        max_event_bytes=9,
+        window=WINDOW,
     )
     listed = Incoming(event=Name("e"), distinct_id="d", properties=[1])
     big = Incoming(event=Name("e"), distinct_id="d", properties={}, raw=b"x" * 10)
@@ -812,7 +855,7 @@ def test_a_name_of_a_str_subclass_still_gets_every_check() -> None:
     assert to_row(big, ctx) == "event is 10 bytes, over the limit of 9"
 
 
-def test_a_context_derives_its_clock_skew_whatever_was_passed() -> None:
+def test_a_context_derives_its_clock_skew_and_window_whatever_was_passed() -> None:
     at = now()
     ctx = Context(
         project="p",
@@ -821,7 +864,14 @@ def test_a_context_derives_its_clock_skew_whatever_was_passed() -> None:
         received_at=at,
         sent_at=at - timedelta(hours=1),
         max_event_bytes=1,
+        window=WINDOW,
         skew=timedelta(days=5),
+        earliest=at,
+        latest=at,
     )
-    assert (ctx.skew, ctx.latest) == (timedelta(hours=1), at + timedelta(hours=23))
+    assert (ctx.skew, ctx.earliest, ctx.latest) == (
+        timedelta(hours=1),
+        at - timedelta(days=3650),
+        at + timedelta(hours=23),
+    )
     assert msgspec.structs.replace(ctx, sent_at=None).skew == timedelta(0)

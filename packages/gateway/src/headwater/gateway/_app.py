@@ -50,6 +50,14 @@ SEGMENT_KINDS = {"batch": None, "track": "track", "identify": "identify", "page"
 SEGMENT_KINDS |= {kind[0]: SEGMENT_KINDS[kind] for kind in SEGMENT_KINDS}
 
 
+# The ingestion routes' description in the OpenAPI document.
+INGESTION = (
+    "Valid events are stored; an invalid one is listed by index with its reason and kept in"
+    " `ingest_errors`. An event's time, corrected by the sender's clock skew"
+    " (`received_at - sent_at`), must lie within HEADWATER_EVENT_MAX_AGE_DAYS before its"
+    " arrival and HEADWATER_EVENT_MAX_FUTURE_HOURS after it (default 3650 days, 23 hours), and"
+    " within [1900-01-01, 2300-01-01): outside, it is refused, never clamped."
+)
 GC_THRESHOLDS = (50_000, 20, 100)  # young objects, then collections of each generation
 
 
@@ -80,13 +88,24 @@ class Handlers:
             raise Unauthorized("unknown write key")
         return project
 
+    def _context(self, *, project: str, source: str, lib: str, sent_at: Any) -> Context:
+        """What the events of a request arriving now share (the event-time window too)."""
+        return Context(
+            project=project,
+            source=source,
+            lib=lib[:200],
+            received_at=now(),
+            sent_at=sent_at,
+            max_event_bytes=self.settings.max_event_bytes,
+            window=self.gateway.window,
+        )
+
     async def _keep_unreadable(
         self, project: str, source: str, exc: BadPayload, body: bytes
     ) -> None:
         """A body that cannot be parsed is kept whole in ingest_errors (event_index -1)."""
-        await self.gateway.ingestor.unreadable(
-            project=project, source=source, received_at=now(), reason=str(exc), body=body
-        )
+        ctx = self._context(project=project, source=source, lib="", sent_at=None)
+        await self.gateway.ingestor.unreadable(ctx, reason=str(exc), body=body)
 
     async def _ingest(
         self,
@@ -97,14 +116,7 @@ class Handlers:
         sent_at: Any,
         items: list[Incoming | Invalid] | Columns,
     ) -> BatchResult:
-        ctx = Context(
-            project=project,
-            source=source,
-            lib=lib[:200],
-            received_at=now(),
-            sent_at=sent_at,
-            max_event_bytes=self.settings.max_event_bytes,
-        )
+        ctx = self._context(project=project, source=source, lib=lib, sent_at=sent_at)
         return await self.gateway.ingestor.ingest(ctx, items)
 
     async def native(
@@ -266,7 +278,12 @@ def create_app(
     gateway = gateway or Gateway(settings)
     handlers = Handlers(gateway)
 
-    @post("/v1/events", status_code=200, summary="Native batch (headwater SDK)")
+    @post(
+        "/v1/events",
+        status_code=200,
+        summary="Native batch (headwater SDK)",
+        description=INGESTION,
+    )
     async def native_events(request: Request[Any, Any, Any]) -> BatchResult:
         # Served by `NativeFastPath` in front of this app; the route documents it in the
         # OpenAPI document and serves it when the app is mounted without that wrapper.
@@ -278,7 +295,11 @@ def create_app(
         )
 
     @route(
-        POSTHOG_PATHS, http_method=["GET", "POST"], status_code=200, summary="PostHog capture API"
+        POSTHOG_PATHS,
+        http_method=["GET", "POST"],
+        status_code=200,
+        summary="PostHog capture API",
+        description=INGESTION,
     )
     async def posthog_capture(request: Request[Any, Any, Any]) -> dict[str, Any]:
         return await handlers.posthog(request)
@@ -290,7 +311,10 @@ def create_app(
         return await handlers.flags(request)
 
     @post(
-        [f"/v1/{kind}" for kind in SEGMENT_KINDS], status_code=200, summary="Segment tracking API"
+        [f"/v1/{kind}" for kind in SEGMENT_KINDS],
+        status_code=200,
+        summary="Segment tracking API",
+        description=INGESTION,
     )
     async def segment_track(request: Request[Any, Any, Any]) -> dict[str, Any]:
         kind = request.url.path.rstrip("/").rsplit("/", 1)[-1]

@@ -1,5 +1,12 @@
 """One event on its way in: what every endpoint family parses into, and the checks that
-turn it into an `events` row or a named rejection."""
+turn it into an `events` row or a named rejection.
+
+An event's time is corrected by its sender's clock skew (`received_at - sent_at`), then
+must lie in the window around its arrival that `EventWindow` draws: outside it the event
+is refused and kept in `ingest_errors`, never clamped. A clamped time is a time the event
+did not have (it would count as activity at its arrival); a refused event can be stored by
+`headwater replay-errors` once the window is widened.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,23 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ._clickhouse import EVENT_COLUMNS
 
+if TYPE_CHECKING:
+    from ._settings import Settings
+
 MAX_NAME_LENGTH = 200
-MAX_FUTURE = timedelta(hours=23)
 MAX_SHOWN = 80  # characters of a rejected value quoted in its reason
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # DateTime64's lower bound
+# The times `events.timestamp` (DateTime64(3, 'UTC')) holds: [COLUMN_FIRST, COLUMN_END).
+COLUMN_FIRST = datetime(1900, 1, 1, tzinfo=UTC)
+COLUMN_END = datetime(2300, 1, 1, tzinfo=UTC)
+_COLUMN_LAST = COLUMN_END - timedelta(microseconds=1)  # the last time before COLUMN_END
+_COLUMN_SPAN = COLUMN_END - COLUMN_FIRST
+_HOUR, _DAY = timedelta(hours=1), timedelta(days=1)
 _FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
 _CANONICAL_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -93,6 +107,81 @@ class Invalid(msgspec.Struct, kw_only=True, gc=False):
     event_id: str | None = None
 
 
+class EventWindow:
+    """The event times the gateway stores, around each event's arrival (`received_at`):
+    from `max_age_days` before it to `max_future_hours` after it, both included, and only
+    what the column holds ([1900-01-01, 2300-01-01) UTC) whatever the settings say.
+
+    Built once from the settings (`HEADWATER_EVENT_MAX_AGE_DAYS`,
+    `HEADWATER_EVENT_MAX_FUTURE_HOURS`) by the `Gateway`; a request's `Context` derives its
+    bounds from it.
+    """
+
+    __slots__ = ("_max_age", "_max_future", "max_age_days", "max_future_hours")
+
+    def __init__(self, *, max_age_days: int, max_future_hours: float) -> None:
+        self.max_age_days = max_age_days
+        self.max_future_hours = max_future_hours
+        # A window wider than the column's span is bounded by the column alone: so limited,
+        # no arrival time that the column holds moves out of the calendar.
+        self._max_age = timedelta(days=min(max_age_days, _COLUMN_SPAN.days))
+        self._max_future = timedelta(hours=min(max_future_hours, _COLUMN_SPAN / _HOUR))
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventWindow:
+        """The window `settings` draw."""
+        return cls(
+            max_age_days=settings.event_max_age_days,
+            max_future_hours=settings.event_max_future_hours,
+        )
+
+    def bounds(self, received_at: datetime) -> tuple[datetime, datetime]:
+        """The earliest and the latest time stored for an event that arrived at `received_at`."""
+        earliest = max(COLUMN_FIRST, received_at - self._max_age)
+        return earliest, min(_COLUMN_LAST, received_at + self._max_future)
+
+    def refusal(self, shown: str, corrected: datetime, received_at: datetime) -> str:
+        """Why a time outside the window is refused: the bound it crosses, and the setting
+        that widens it."""
+        if corrected < COLUMN_FIRST:
+            return (
+                f"timestamp {shown} is before {COLUMN_FIRST:%Y-%m-%d},"
+                " the earliest time the events table holds"
+            )
+        if corrected >= COLUMN_END:
+            return (
+                f"timestamp {shown} is from {COLUMN_END:%Y-%m-%d} on,"
+                " past the latest time the events table holds"
+            )
+        if corrected < received_at:
+            return (
+                f"timestamp {shown} is {_distance(received_at - corrected, _DAY, 'day')} before"
+                f" its arrival, over the window of {_counted(self.max_age_days, 'day')}"
+                " (HEADWATER_EVENT_MAX_AGE_DAYS)"
+            )
+        return (
+            f"timestamp {shown} is {_distance(corrected - received_at, _HOUR, 'hour')} after"
+            f" its arrival, over the window of {_counted(self.max_future_hours, 'hour')}"
+            " (HEADWATER_EVENT_MAX_FUTURE_HOURS)"
+        )
+
+
+def _distance(delta: timedelta, unit: timedelta, name: str) -> str:
+    """`delta` in whole units, exactly: "20,423 days", "more than 23 hours" when a part of
+    a unit is left over (a time just over a 23 h window is not "23 hours" ahead)."""
+    whole, part = divmod(delta, unit)
+    if not whole:
+        return f"less than 1 {name}"
+    counted = f"{whole:,} {name}{'s' if whole != 1 else ''}"
+    return f"more than {counted}" if part else counted
+
+
+def _counted(setting: float, name: str) -> str:
+    """A setting as its user would write it, with its unit: "23 hours", not "23.0 hours"."""
+    number = str(int(setting)) if float(setting).is_integer() else str(setting)
+    return f"{number} {name}{'s' if number != '1' else ''}"
+
+
 class Context(msgspec.Struct, kw_only=True):
     """What one request's events share."""
 
@@ -102,14 +191,16 @@ class Context(msgspec.Struct, kw_only=True):
     received_at: datetime
     sent_at: datetime | None
     max_event_bytes: int
-    # derived once per request: what every event's time is corrected by, and its bound
+    window: EventWindow
+    # derived once per request: what every event's time is corrected by, and its bounds
     skew: timedelta = timedelta(0)
-    latest: datetime = EARLIEST
+    earliest: datetime = COLUMN_FIRST
+    latest: datetime = COLUMN_FIRST
 
     def __post_init__(self) -> None:  # whatever was passed for them
         # the device's clock skew
         self.skew = timedelta(0) if self.sent_at is None else self.received_at - self.sent_at
-        self.latest = self.received_at + MAX_FUTURE
+        self.earliest, self.latest = self.window.bounds(self.received_at)
 
 
 ROW_BYTES = 140  # what a row of `events` takes besides its properties and names, about
@@ -275,7 +366,8 @@ class Columns(msgspec.Struct, kw_only=True, gc=False):
         )
 
     def _corrected(self, ctx: Context) -> list[datetime] | None:
-        """Every time in UTC, corrected by the skew, within the bounds: none clamped.
+        """Every time in UTC, corrected by the skew, within the window (`ctx.earliest`
+        to `ctx.latest`, as `to_row` checks it); None when any is not.
 
         Microseconds are kept: ClickHouse reads a time's first three fractional digits
         into the column and ignores the rest, which is what `to_row` truncates to, and
@@ -290,7 +382,7 @@ class Columns(msgspec.Struct, kw_only=True, gc=False):
                 timestamps = [stamp + skew for stamp in timestamps]
             except OverflowError:
                 return None
-        if max(timestamps) > ctx.latest or min(timestamps) < EARLIEST:
+        if max(timestamps) > ctx.latest or min(timestamps) < ctx.earliest:
             return None
         return timestamps
 
@@ -396,7 +488,8 @@ def _event_id(incoming: Incoming) -> str | None:
 
 
 def _timestamp(value: Any, ctx: Context) -> datetime | str:
-    """The clock-skew corrected time of an event, or the reason it has none."""
+    """The clock-skew corrected time of an event, or the reason it has none: refused
+    outside the request's window, never clamped into it (`EventWindow`)."""
     if value is None or value == "":
         return ctx.received_at
     aware = type(value) is datetime and value.tzinfo is not None  # as msgspec reads most
@@ -407,16 +500,24 @@ def _timestamp(value: Any, ctx: Context) -> datetime | str:
         corrected = parsed + ctx.skew
     except OverflowError:  # past the year 9999 or before the year 1: as far as it goes
         corrected = _LAST if ctx.skew > timedelta(0) else _FIRST
-    if corrected > ctx.latest:
-        return ctx.received_at
-    if corrected < EARLIEST:
-        return f"timestamp {_shown(value)} is before {EARLIEST:%Y-%m-%d}, the earliest kept"
+    if not ctx.earliest <= corrected <= ctx.latest:
+        return _outside(value, corrected, ctx)
     if corrected.tzinfo is not UTC:
         corrected = corrected.astimezone(UTC)
     # The column keeps milliseconds: so must everything that reports or forwards the row.
     if corrected.microsecond % 1000:
         return corrected.replace(microsecond=corrected.microsecond // 1000 * 1000)
     return corrected
+
+
+def _outside(value: Any, corrected: datetime, ctx: Context) -> str:
+    """The reason for a time outside the window; a corrected time is named beside the one
+    sent, since the window judged the corrected one."""
+    shown = _shown(value)
+    if ctx.skew:
+        to = "out of the calendar" if corrected in (_FIRST, _LAST) else f"to {_shown(corrected)}"
+        shown += f", corrected by the sender's clock {to},"
+    return ctx.window.refusal(shown, corrected, ctx.received_at)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -436,8 +537,15 @@ def parse_sent_at(value: Any) -> datetime | None:
 
 
 def _shown(value: Any) -> str:
-    """A sender's value in a reason: its repr, cut short (a reason is no copy of the event)."""
-    shown = repr(value.isoformat() if isinstance(value, datetime) else value)
+    """A sender's value in a reason: its repr, cut short (a reason is no copy of the event).
+    A time is shown as the SDKs send one: milliseconds, unless it has finer digits; `Z`
+    for UTC."""
+    if isinstance(value, datetime):
+        milliseconds = value.microsecond and value.microsecond % 1000 == 0
+        value = value.isoformat(timespec="milliseconds" if milliseconds else "auto")
+        if value.endswith("+00:00"):
+            value = value[:-6] + "Z"
+    shown = repr(value)
     return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 1] + "…"
 
 

@@ -23,7 +23,7 @@ from ._clickhouse import migrate
 from ._committer import GroupCommitter
 from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from ._errors import SinkUnavailable
-from ._events import RowBlock
+from ._events import EventWindow, RowBlock
 from ._flags import FlagsProxy
 from ._forwarder import Forwarder, Post, posthog_post
 from ._ingest import Ingestor
@@ -50,6 +50,8 @@ class Gateway:
         posthog: Post = posthog_post,
     ) -> None:
         self.settings = settings
+        # the event times stored: every request's context takes its bounds from it
+        self.window = EventWindow.of(settings)
         self.metrics = Metrics()
         self._owns_clickhouse = clickhouse is None
         self._clickhouse = clickhouse

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
-from datetime import datetime
 
 from headwater.sdk import BatchResult, Rejection
 
@@ -216,16 +215,6 @@ class Ingestor:
         except DedupeUnavailable as exc:  # the pending TTL and the table's dedupe cover it
             logger.warning("dedupe bookkeeping failed: %s", exc)
 
-    async def unreadable(
-        self, *, project: str, source: str, received_at: datetime, reason: str, body: bytes
-    ) -> None:
-        """Keep a whole body that could not be parsed (index -1)."""
-        ctx = Context(
-            project=project,
-            source=source,
-            lib="",
-            received_at=received_at,
-            sent_at=None,
-            max_event_bytes=0,
-        )
+    async def unreadable(self, ctx: Context, *, reason: str, body: bytes) -> None:
+        """Keep a whole body of `ctx`'s request that could not be parsed (index -1)."""
         await self._dead_letters.keep([error_row(ctx, -1, reason, body)])

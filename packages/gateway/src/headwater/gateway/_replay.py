@@ -1,5 +1,5 @@
 """`headwater replay-errors`: send refused events through ingestion again, after a fix
-(a new write key, a corrected tracking plan, a raised limit)."""
+(a new write key, a corrected tracking plan, a raised limit, a wider event-time window)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ async def replay_errors(
             reasons[str(exc)] += 1
             continue
         # an event without a time gets the time it was first received (a lone event's
-        # clock-skew correction is lost: its body's sent_at was not kept)
+        # clock-skew correction is lost: its body's sent_at was not kept); its time is
+        # judged by this gateway's window around that first arrival, so a window widened
+        # since then stores it
         ctx = Context(
             project=row_project,
             source=source,
@@ -75,6 +77,7 @@ async def replay_errors(
             received_at=received_at.replace(tzinfo=UTC),
             sent_at=parse_sent_at(sent_at),
             max_event_bytes=gateway.settings.max_event_bytes,
+            window=gateway.window,
         )
         result = await gateway.ingestor.ingest(ctx, items, keep_rejected=False)
         report.stored += result.accepted

@@ -50,6 +50,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_body_bytes: int = 20_000_000
     max_single_body_bytes: int = 2_000_000
     max_event_bytes: int = 1_000_000
+    # The event-time window, around each event's arrival: an event whose skew-corrected
+    # time lies further back or ahead is refused (kept in `ingest_errors`), never clamped;
+    # the column's range, [1900-01-01, 2300-01-01), bounds it whatever these say.
+    event_max_age_days: int = 3650
+    event_max_future_hours: float = 23  # as PostHog's
     body_timeout_seconds: float = 30.0
     commit_max_rows: int = 50_000
     commit_max_bytes: int = 32_000_000
@@ -92,8 +97,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     " https://app.example.com (or * for any)"
                 )
         self._check_posthog()
-        for name in ("commit_max_rows", "commit_max_bytes", "commit_queue_rows", "max_event_bytes"):
-            if getattr(self, name) <= 0:
+        for name in _POSITIVE:
+            if not getattr(self, name) > 0:  # NaN is not either
                 raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
 
     def _check_posthog(self) -> None:
@@ -155,6 +160,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return convert(values, cls)
         except SettingRefused as exc:  # the reader is the modeler's: its error, told as ours
             raise ConfigError(str(exc)) from exc
+
+
+_POSITIVE = (
+    "commit_max_rows",
+    "commit_max_bytes",
+    "commit_queue_rows",
+    "max_event_bytes",
+    "event_max_age_days",
+    "event_max_future_hours",
+)
 
 
 class PostHogTarget(NamedTuple):
