@@ -112,10 +112,11 @@ class Span:
     last_day: date
     changed: tuple[Days, ...] = ()
     identified_from: date | None = None  # the earliest day with a changed $identify
-    # the newest day of the data before this run's events (None: unknown, or a full run)
-    previous_last_day: date | None = None
-    # the earliest such newest day among the projects that gained events: their retention
-    # periods up to it may have become complete
+    # days a project that gained events newly spans (from its first to its last event day):
+    # they may have had no row yet in a model with a row every day
+    extended: tuple[Days, ...] = ()
+    # the earliest last day, before this run's events, of a project that gained events: its
+    # retention periods up to it may have become complete
     reopened_from: date | None = None
 
     @property
@@ -274,11 +275,10 @@ class ActiveUsers(Model):
         )
 
     def affected(self, config: ModelConfig, span: Span) -> list[Days]:
-        days = [(first, last + timedelta(days=29)) for first, last in span.changed]
-        previous = span.previous_last_day
-        if previous is not None and previous < span.last_day:  # days that had no row yet
-            days.append((previous + timedelta(days=1), span.last_day))
-        return days
+        return [
+            *((first, last + timedelta(days=29)) for first, last in span.changed),
+            *span.extended,
+        ]
 
 
 class RetentionCohorts(Model):

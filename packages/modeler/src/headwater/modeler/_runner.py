@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -76,6 +76,25 @@ class Staged:
     def result(self) -> ModelResult:
         partitions = 1 if self.whole else len(self.replace) + len(self.drop)
         return ModelResult(self.model.name, partitions, self.rows, self.seconds)
+
+
+class Bounds(NamedTuple):
+    """A project's first and last event day, and theirs among the events modeled before
+    (None: none), and whether it gained events since."""
+
+    first: date
+    last: date
+    previous: tuple[date, date] | None
+    gained: bool
+
+    def extended(self) -> list[Days]:
+        """The days it spans now and did not span before."""
+        if self.previous is None:
+            return [(self.first, self.last)]
+        before, until = self.previous
+        earlier = [(self.first, before - timedelta(days=1))] if self.first < before else []
+        later = [(until + timedelta(days=1), self.last)] if self.last > until else []
+        return earlier + later
 
 
 @dataclass
@@ -175,8 +194,8 @@ class Runner:
         projects = self._projects(watermark, snapshot)
         if snapshot is None or not projects:
             return None
-        first = min(p[0] for p in projects)
-        last = max(p[1] for p in projects)
+        first = min(p.first for p in projects)
+        last = max(p.last for p in projects)
         if since is not None or until is not None or watermark is None:
             low, high = max(first, since or first), min(last, until or last)
             return Span(first, last, ((low, high),), identified_from=low) if low <= high else None
@@ -192,34 +211,37 @@ class Runner:
             at_most=len(days) + 1,
         )
         identified = [day for day, is_identify in changed if is_identify]
-        before = [p[2] for p in projects if p[2] is not None]
-        reopened = [p[2] for p in projects if p[2] is not None and p[3]]
+        gained = [p for p in projects if p.gained]
+        reopened = [p.previous[1] for p in gained if p.previous is not None]
         return Span(
             first,
             last,
             tuple(clip(ranges, first, last)),
             identified_from=min(identified) if identified else None,
-            previous_last_day=max(before) if before else None,
+            extended=tuple(
+                merge_ranges((r for p in gained for r in p.extended()), at_most=2 * len(gained) + 1)
+            ),
             reopened_from=min(reopened) if reopened else None,
         )
 
-    def _projects(
-        self, watermark: datetime | None, snapshot: datetime | None
-    ) -> list[tuple[date, date, date | None, bool]]:
-        """Per project: its first and last day, its last day among the events modeled before
-        (None: none), and whether it gained events since."""
+    def _projects(self, watermark: datetime | None, snapshot: datetime | None) -> list[Bounds]:
+        """Each project's days: now, and among the events modeled before."""
+        since = "toDateTime64(%(w)s, 3, 'UTC')"
         rows = self._ch.rows(
             "SELECT min(toDate32(timestamp)), max(toDate32(timestamp)),"  # noqa: S608
-            " maxIfOrNull(toDate32(timestamp), inserted_at <= toDateTime64(%(w)s, 3, 'UTC')),"
-            " countIf(inserted_at > toDateTime64(%(w)s, 3, 'UTC')"
-            "         AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')) > 0"
+            f" minIfOrNull(toDate32(timestamp), inserted_at <= {since}),"
+            f" maxIfOrNull(toDate32(timestamp), inserted_at <= {since}),"
+            f" countIf(inserted_at > {since} AND inserted_at <= toDateTime64(%(s)s, 3, 'UTC')) > 0"
             f" FROM {self._db}.events GROUP BY project",
             {
                 "w": millis(watermark) if watermark else "1900-01-01 00:00:00.000",
                 "s": millis(snapshot) if snapshot else "1900-01-01 00:00:00.000",
             },
         )
-        return [(first, last, before, bool(gained)) for first, last, before, gained in rows]
+        return [
+            Bounds(first, last, None if before is None else (before, until), bool(gained))
+            for first, last, before, until, gained in rows
+        ]
 
     def _changed(self, watermark: datetime, snapshot: datetime) -> list[tuple[date, bool]]:
         """The days of the events that arrived since the watermark, and whether an

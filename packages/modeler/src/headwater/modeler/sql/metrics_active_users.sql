@@ -1,5 +1,5 @@
--- grain: one row per project and day, from the project's first active day to the last day
--- with data: DAU, and WAU / MAU over the 7 and 30 days ending on that day.
+-- grain: one row per project and day, from the project's first event day to its last:
+-- DAU, and WAU / MAU over the 7 and 30 days ending on that day.
 -- A user active on day a counts in the W-day window of days a .. a+W-1; each user's active
 -- days (sorted, as days since 1970: negative before it) are turned into the disjoint days
 -- they newly cover, so a count per day is a distinct count: no set of users is ever merged.
@@ -27,7 +27,9 @@ WITH
             (a, p) -> range(greatest(a, p + 30), a + 30), days, previous)) AS d
     ),
     bounds AS (
-        SELECT project, min(toDate32(timestamp)) AS first_day FROM {db}.events GROUP BY project
+        SELECT project, min(toDate32(timestamp)) AS first_day, max(toDate32(timestamp)) AS last_day
+        FROM {db}.events
+        GROUP BY project
     ),
     calendar AS (
         SELECT b.project AS project, d AS day
@@ -36,7 +38,7 @@ WITH
             i -> toDate32('{start_day}') + i,
             range(toUInt64(dateDiff('day', toDate32('{start_day}'), toDate32('{end_day}')) + 1))
         ) AS d
-        WHERE d >= b.first_day
+        WHERE d BETWEEN b.first_day AND b.last_day
     ),
     windows AS (
         SELECT project, toDate32('1970-01-01') + d AS day, sum(dau) AS dau, sum(wau) AS wau,
