@@ -289,9 +289,9 @@ class RetentionCohorts(Model):
         r = build.config.retention
         if r.start_event:  # the cohort starts at the first start event; users without one are out
             first_day = f"minIf(day, event = {quote(r.start_event)})"
-            having = f"HAVING countIf(event = {quote(r.start_event)}) > 0"
+            starts = f"countIf(event = {quote(r.start_event)}) > 0"
         else:
-            first_day, having = "min(day)", ""
+            first_day, starts = "min(day)", "1"
         activity = build.table("fct_daily_activity")
         events = (
             activity_between(build.db, None, None)
@@ -308,7 +308,7 @@ class RetentionCohorts(Model):
                     events=events,
                     start_what=f"{r.start_event!r} event" if r.start_event else "event",
                     first_day=first_day,
-                    having=having,
+                    starts=starts,
                     granularity=granularity,
                     cohort_of_first_day=unit.format("first_day"),
                     cohort_of_d=unit.format("d"),

@@ -9,31 +9,32 @@ WITH
             project,
             user_id,
             {first_day} AS first_day,
-            groupUniqArray(day) AS days
+            groupUniqArray(day) AS days,
+            {starts} AS starts
         FROM {events}
         GROUP BY project, user_id
-        {having}
+    ),
+    newest AS (
+        -- the day of the project's newest event (of any user, a starter or not)
+        SELECT project, max(day) AS last_day FROM {events} GROUP BY project
     ),
     cohorts AS (
         SELECT
-            project,
+            u.project AS project,
             {cohort_of_first_day} AS cohort_start,
             arrayDistinct(arrayMap(
                 d -> intDiv(dateDiff('day', cohort_start, {cohort_of_d}), {days_per_period}),
                 arrayFilter(d -> d >= first_day, days)
-            )) AS periods
-        FROM users
-    ),
-    newest AS (
-        -- the day of the project's newest event (of any user, with a start event or not)
-        SELECT project, max(day) AS last_day FROM {events} GROUP BY project
+            )) AS periods,
+            n.last_day AS last_day
+        FROM users AS u
+        INNER JOIN newest AS n ON n.project = u.project
+        WHERE starts
     ),
     sizes AS (
-        SELECT c.project AS project, c.cohort_start AS cohort_start, count() AS cohort_size,
-               any(n.last_day) AS last_day
-        FROM cohorts AS c
-        INNER JOIN newest AS n ON n.project = c.project
-        GROUP BY c.project, c.cohort_start
+        SELECT project, cohort_start, count() AS cohort_size, any(last_day) AS last_day
+        FROM cohorts
+        GROUP BY project, cohort_start
     ),
     retained AS (
         SELECT project, cohort_start, period, count() AS retained
