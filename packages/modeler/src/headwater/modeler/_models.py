@@ -305,6 +305,7 @@ class RetentionCohorts(Model):
         ):
             parts.append(
                 sql_file("retention_cohorts").format(
+                    db=build.db,
                     events=events,
                     start_what=f"{r.start_event!r} event" if r.start_event else "event",
                     first_day=first_day,
