@@ -16,7 +16,7 @@ WITH
     ),
     newest AS (
         -- the day of the project's newest event (of any user, a starter or not)
-        SELECT project, max(toDate32(timestamp)) AS last_day FROM {db}.events GROUP BY project
+        SELECT project, toDate32(max(timestamp)) AS last_day FROM {db}.events GROUP BY project
     ),
     cohorts AS (
         SELECT
