@@ -5,7 +5,6 @@ days' DAU/WAU/MAU are those of the normal events alone."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from headwater.modeler.synthetic import SyntheticEvent, generate
 
+from .chdb_elsewhere import query_elsewhere
 from .gateway.test_serve import _wait_until_up
 from .modeler import reference as ref
 from .redis_server import free_port
@@ -95,19 +95,12 @@ def _model_run(directory: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _metrics(directory: Path) -> list[tuple[date, int, int, int]]:
-    """metrics_active_users of the stopped pipeline, read by another process (this one may
-    hold the test session's chDB directory, and a process opens one)."""
-    script = (
-        "import sys, json, clickhouse_connect\n"
-        "client = clickhouse_connect.get_client(dsn=f'chdb://{sys.argv[1]}')\n"
-        "rows = client.query('SELECT toString(day), dau, wau, mau"
-        " FROM headwater.metrics_active_users ORDER BY day').result_rows\n"
-        "print(json.dumps([list(row) for row in rows]))\n"
+    """metrics_active_users of the stopped pipeline."""
+    rows = query_elsewhere(
+        directory,
+        "SELECT toString(day), dau, wau, mau FROM headwater.metrics_active_users ORDER BY day",
     )
-    found = subprocess.run(
-        [sys.executable, "-c", script, str(directory)], capture_output=True, check=True, text=True
-    )
-    return [(date.fromisoformat(d), dau, wau, mau) for d, dau, wau, mau in json.loads(found.stdout)]
+    return [(date.fromisoformat(d), dau, wau, mau) for d, dau, wau, mau in rows]
 
 
 @pytest.mark.timeout(240)

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from ..chdb_elsewhere import query_elsewhere
 from ..redis_server import free_port
 from .posthog_standin import posthog_standin
 
@@ -41,18 +42,9 @@ def _events(count: int) -> tuple[list[str], dict[str, Any]]:
 
 
 def _stored_ids(directory: Path) -> list[str]:
-    """The event ids in a stopped gateway's chDB directory, read by another process (this
-    one has its own chDB directory open, and a process opens one)."""
-    script = (
-        "import sys, clickhouse_connect\n"
-        "client = clickhouse_connect.get_client(dsn=f'chdb://{sys.argv[1]}')\n"
-        "rows = client.query('SELECT toString(event_id) FROM headwater.events ORDER BY 1')\n"
-        "print('\\n'.join(row[0] for row in rows.result_rows))\n"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", script, str(directory)], capture_output=True, check=True
-    )
-    return found.stdout.decode().split()
+    """The event ids in a stopped gateway's chDB directory."""
+    rows = query_elsewhere(directory, "SELECT toString(event_id) FROM headwater.events ORDER BY 1")
+    return [event_id for (event_id,) in rows]
 
 
 def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from headwater.modeler.cli import register
 
+from ..chdb_elsewhere import query_elsewhere
 from ..redis_server import free_port
 
 START = "start the gateway (headwater serve) or run headwater demo first"
@@ -108,18 +109,8 @@ def _make_chdb(directory: Path, *databases: str) -> None:
 
 
 def _databases(directory: Path) -> list[str]:
-    script = (
-        "import sys, clickhouse_connect\n"
-        "client = clickhouse_connect.get_client(dsn=f'chdb://{sys.argv[1]}')\n"
-        "rows = client.query('SELECT name FROM system.databases ORDER BY name').result_rows\n"
-        "print(' '.join(row[0] for row in rows))\n"
-    )
-    found = subprocess.run(
-        [sys.executable, "-c", script, str(directory)], capture_output=True, text=True, check=True
-    )
-    return [
-        n for n in found.stdout.split() if n not in ("INFORMATION_SCHEMA", "information_schema")
-    ]
+    names = query_elsewhere(directory, "SELECT name FROM system.databases ORDER BY name")
+    return [n for (n,) in names if n not in ("INFORMATION_SCHEMA", "information_schema")]
 
 
 def test_a_database_missing_from_its_directory_names_those_there(tmp_path: Path) -> None:
