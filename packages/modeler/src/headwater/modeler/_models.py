@@ -288,10 +288,10 @@ class RetentionCohorts(Model):
     def select(self, build: Build, start: date, end: date) -> str:
         r = build.config.retention
         if r.start_event:  # the cohort starts at the first start event; users without one are out
-            first_day = f"minIf(day, event = {quote(r.start_event)})"
+            first_day = f"minIf(toInt32(day), event = {quote(r.start_event)})"
             starts = f"countIf(event = {quote(r.start_event)}) > 0"
         else:
-            first_day, starts = "min(day)", "1"
+            first_day, starts = "min(toInt32(day))", "1"
         activity = build.table("fct_daily_activity")
         events = (
             activity_between(build.db, None, None)
@@ -301,7 +301,12 @@ class RetentionCohorts(Model):
         parts = []
         for granularity, unit, step, periods in (
             ("day", "{}", 1, r.day_periods),
-            ("week", "({0} - (toDayOfWeek({0}) - 1))", 7, r.week_periods),
+            (
+                "week",
+                "({0} - positiveModulo({0} + 3, 7))",
+                7,
+                r.week_periods,
+            ),  # 1970-01-01: a Thursday
         ):
             parts.append(
                 sql_file("retention_cohorts").format(
