@@ -320,3 +320,15 @@ def test_a_reversed_range_is_refused_before_anything_runs(warehouse: Warehouse) 
         {"db": warehouse.db},
     )
     assert ledger == [(0,)]  # not even the ledger was created
+
+
+def test_on_odd_times_a_backfill_and_a_full_rebuild_change_nothing(warehouse: Warehouse) -> None:
+    events = stream()
+    odd = [make("x", "u0001", at, 900 + n) for n, at in enumerate(ODD_TIMES)]
+    warehouse.load([*events, *odd])
+    warehouse.runner.run()
+    before = snapshot(warehouse)
+    warehouse.runner.run(since=date(1899, 12, 1), until=date(1970, 1, 31))
+    warehouse.runner.run(since=date(2149, 12, 1))
+    warehouse.runner.run(full=True)
+    assert snapshot(warehouse) == before
