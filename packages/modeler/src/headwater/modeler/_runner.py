@@ -202,14 +202,10 @@ class Runner:
         changed = self._changed(watermark, snapshot)
         if not changed:
             return None
-        lookback = self._config.lookback_days
-        days = {day for day, _ in changed}
-        ranges = merge_ranges(
-            [*((day, day) for day in days), (last - timedelta(days=lookback - 1), last)]
-            if lookback
-            else ((day, day) for day in days),
-            at_most=len(days) + 1,
-        )
+        days = [(day, day) for day, _ in changed]
+        if lookback := self._config.lookback_days:  # the trailing days, for late events
+            days.append((last - timedelta(days=lookback - 1), last))
+        ranges = merge_ranges(days, at_most=len(days))  # exact: the runner caps per model
         identified = [day for day, is_identify in changed if is_identify]
         gained = [p for p in projects if p.gained]
         reopened = [p.previous[1] for p in gained if p.previous is not None]
