@@ -163,6 +163,7 @@ class GroupCommitter(Generic[Block]):
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
+            begun = loop.time()
             try:
                 if not await self._attempt(blocks, token, deadline):
                     return SinkUnavailable(
@@ -173,7 +174,9 @@ class GroupCommitter(Generic[Block]):
                 exc = (
                     raised if isinstance(raised, SinkUnavailable) else SinkUnavailable(repr(raised))
                 )
-                if loop.time() + delay >= deadline:
+                # no retry that would likely still be running at the deadline: the answer
+                # then names the insert's own error, not the deadline
+                if loop.time() + delay + (loop.time() - begun) >= deadline:
                     return exc
                 logger.warning("insert failed, retrying in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
