@@ -30,6 +30,7 @@ class RunningGateway:
     settings: Settings
     gateway: Gateway
     clickhouse: ClickHouse
+    stop: Callable[[], None]  # stop serving now (the test's end stops it otherwise)
 
     @property
     def database(self) -> str:
@@ -48,9 +49,13 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
     """Start gateways with settings overrides; each gets a database of its own."""
     running = contextlib.ExitStack()
 
-    def start(*, redis: bool = True, fast_path: bool = True, **overrides: Any) -> RunningGateway:
-        database = f"hw_test_{next(_databases)}_{int(time.time() * 1000) % 100_000_000}"
-        clickhouse.command(f"DROP DATABASE IF EXISTS {database}")
+    def start(
+        *, redis: bool = True, fast_path: bool = True, database: str = "", **overrides: Any
+    ) -> RunningGateway:
+        """A new gateway; on the `database` of an earlier one when named (a restart)."""
+        if not database:
+            database = f"hw_test_{next(_databases)}_{int(time.time() * 1000) % 100_000_000}"
+            clickhouse.command(f"DROP DATABASE IF EXISTS {database}")
         values: dict[str, Any] = {
             "clickhouse_url": "chdb:///unused",  # the shared client below is used instead
             "clickhouse_database": database,
@@ -65,8 +70,12 @@ def start_gateway(clickhouse: ClickHouse, redis_url: str) -> Iterator[GatewayFac
         shared = clickhouse.sharing(database=database)
         gateway = Gateway(settings, clickhouse=shared)
         app = create_app(settings, gateway=gateway, fast_path=fast_path)
-        url = running.enter_context(serving(app))
-        return RunningGateway(url=url, settings=settings, gateway=gateway, clickhouse=shared)
+        own = contextlib.ExitStack()
+        url = own.enter_context(serving(app))
+        running.callback(own.close)
+        return RunningGateway(
+            url=url, settings=settings, gateway=gateway, clickhouse=shared, stop=own.close
+        )
 
     yield start
     running.close()

@@ -15,7 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 
 
 class PostHogStandIn:
-    """Records what arrives at `/batch/`; `status` is what it answers (200 by default).
+    """Records what arrives at `/batch/`; `status` is what it answers (200 by default),
+    with `retry_after` as its Retry-After header when set. A batch holding an event whose
+    name is in `refuse` is answered 400, as PostHog answers a payload it will never take;
+    `answers` lists the status of every `/batch/` answer in order.
     `posts` counts the `/batch/` requests as they arrive; while `answering` is clear, they
     wait for it before they are recorded and answered (a slow PostHog).
 
@@ -28,6 +31,9 @@ class PostHogStandIn:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
+        self.retry_after: str | None = None
+        self.refuse: set[str] = set()
+        self.answers: list[int] = []
         self.posts = 0
         self.answering = threading.Event()
         self.answering.set()
@@ -60,6 +66,17 @@ class PostHogStandIn:
             )
         return self.events
 
+    def take(self, body: dict[str, Any], status: int, reply: bytes) -> tuple[int, bytes]:
+        """Answer one `/batch/` body: record it when the answer is 200."""
+        if status == 200 and any(e.get("event") in self.refuse for e in body["batch"]):
+            status, reply = 400, b'{"type": "validation_error", "detail": "invalid payload"}'
+        with self.arrived:
+            self.answers.append(status)
+            if status == 200:
+                self.bodies.append(body)
+            self.arrived.notify_all()
+        return status, reply
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
 
@@ -73,11 +90,10 @@ class PostHogStandIn:
                         standin.posts += 1
                         standin.arrived.notify_all()
                     standin.answering.wait(30)
-                reply = b'{"status": 1}' if standin.status == 200 else b'{"error": "down"}'
-                if standin.status == 200 and self.path == "/batch/":
-                    with standin.arrived:
-                        standin.bodies.append(json.loads(body))
-                        standin.arrived.notify_all()
+                status = standin.status
+                reply = b'{"status": 1}' if status == 200 else b'{"error": "down"}'
+                if self.path == "/batch/":
+                    status, reply = standin.take(json.loads(body), status, reply)
                 if self.path.startswith(("/flags", "/decide")):
                     try:
                         asked = json.loads(_unwrap(self.path, body))
@@ -88,7 +104,9 @@ class PostHogStandIn:
                     standin.flag_requests.append((self.path, asked, forwarded_for))
                     if standin.status == 200:
                         reply = json.dumps(standin.flags).encode()
-                self.send_response(standin.status)
+                self.send_response(status if self.path == "/batch/" else standin.status)
+                if standin.retry_after is not None and status != 200:
+                    self.send_header("Retry-After", standin.retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()

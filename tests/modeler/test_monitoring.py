@@ -397,7 +397,9 @@ def gateway_metrics() -> bytes:
     metrics.accepted.labels("segment").inc(20)
     metrics.duplicates.labels("native").inc(4)
     metrics.rejected.labels("native").inc(6)
-    metrics.forward_failed.inc(2)
+    metrics.forward.dead_letters.inc(2)
+    metrics.forward.lag_seconds.labels("shop").set(12.5)
+    metrics.forward.lag_seconds.labels("blog").set(950)
     return metrics.render()
 
 
@@ -407,11 +409,11 @@ def test_the_gateway_metrics_are_read(warehouse_factory: WarehouseFactory) -> No
     with MetricsServer(gateway_metrics()) as server:
         totals, error = fetch_gateway_totals(server.url)
         health = pipeline_health(wh.clickhouse, ModelConfig(), metrics_url=server.url, now=NOW)
-    assert (totals, error) == (GatewayTotals(100.0, 90.0, 6.0, 4.0, 2.0), "")
+    assert (totals, error) == (GatewayTotals(100.0, 90.0, 6.0, 4.0, 2.0, 950.0), "")
     assert health.gateway == totals
     assert [(s.name, s.value, s.verdict) for s in signals(health)[-2:]] == [
         ("gateway events", "90 accepted, 6 rejected, 4 duplicates (6.0% rejected)", "fail"),
-        ("gateway forwarding", "2 failed", "warn"),
+        ("gateway forwarding", "2 dead letters, 950 s behind", "warn"),
     ]
 
 

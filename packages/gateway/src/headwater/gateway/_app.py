@@ -212,7 +212,7 @@ class Handlers:
         """PostHog's feature flags for the request's user: PostHog's answer, or none."""
         text = await self._posthog_text(request, limit=self.settings.max_single_body_bytes)
         asked = parse_flags(text)
-        posthog = self.gateway.forwarder.target(self._project(asked.key))
+        posthog = self.gateway.routes.target(self._project(asked.key))
         proxy = self.gateway.flags
         counted = self.gateway.metrics.flags
         if proxy is None or posthog is None:

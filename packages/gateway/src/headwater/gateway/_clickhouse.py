@@ -21,6 +21,18 @@ EVENT_COLUMNS = (
     "source",
 )
 ERROR_COLUMNS = ("error_id", "project", "received_at", "source", "event_index", "reason", "payload")
+CURSOR_COLUMNS = ("project", "inserted_at", "event_id")
+FORWARD_DEAD_LETTER_COLUMNS = (
+    "project",
+    "event_id",
+    "event",
+    "distinct_id",
+    "timestamp",
+    "inserted_at",
+    "status",
+    "reason",
+    "message",
+)
 
 
 # -- migrations ----------------------------------------------------------------
@@ -65,6 +77,52 @@ ORDER BY (project, received_at, error_id)
 """
 
 
+def _cursors_ddl(db: str, on_cluster: str, engine: str, name: str) -> str:
+    # One row per forwarded batch; a project's cursor is its greatest (inserted_at,
+    # event_id), which only grows, so reading it needs neither FINAL nor a version.
+    return f"""
+CREATE TABLE IF NOT EXISTS {db}.{name}{on_cluster} (
+    project String,
+    inserted_at DateTime64(3, 'UTC'),
+    event_id UUID,
+    moved_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = {engine}
+ORDER BY project
+"""
+
+
+def _forward_dead_letters_ddl(db: str, on_cluster: str, engine: str, name: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {db}.{name}{on_cluster} (
+    project LowCardinality(String),
+    event_id UUID,
+    event String,
+    distinct_id String,
+    timestamp DateTime64(3, 'UTC'),
+    inserted_at DateTime64(3, 'UTC'),
+    status UInt16,
+    reason String,
+    message String,
+    failed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = {engine}
+PARTITION BY toYYYYMM(failed_at)
+ORDER BY (project, failed_at, event_id)
+"""
+
+
+def _insert_time_index(table: str, on_cluster: str) -> list[str]:
+    # The forwarder reads the rows stored since its cursor. Rows are sorted by event day,
+    # and a day's rows mostly arrive together, so a min-max index over `inserted_at` skips
+    # the granules of the days nothing arrived for since.
+    return [
+        f"ALTER TABLE {table}{on_cluster} ADD INDEX IF NOT EXISTS inserted_at_minmax"
+        " inserted_at TYPE minmax GRANULARITY 1",
+        f"ALTER TABLE {table}{on_cluster} MATERIALIZE INDEX inserted_at_minmax",
+    ]
+
+
 # Embedded, chDB's merges run on the cores that serve requests. The gateway inserts a part
 # every few tens of milliseconds; ClickHouse's default merge selector (base 5) rewrites each
 # row about log5(parts) times, which cost as much CPU as the inserts themselves. Base 10
@@ -86,6 +144,7 @@ def migrations(
             (1, "events", [_events_ddl(db, "", "ReplacingMergeTree(inserted_at)", "events")]),
             (2, "ingest_errors", [_errors_ddl(db, "", "MergeTree", "ingest_errors")]),
             (3, "events merge selector", merges if embedded else []),
+            (4, "forwarding", _forwarding(db, "", "ReplacingMergeTree(inserted_at)", "MergeTree")),
         ]
     on = f" ON CLUSTER '{cluster}'"
 
@@ -119,6 +178,32 @@ def migrations(
             ],
         ),
         (3, "events merge selector", []),  # chDB has no clusters
+        (
+            4,
+            "forwarding",
+            [
+                *_forwarding(
+                    db,
+                    on,
+                    replicated("forward_cursors_local", "ReplacingMergeTree", "inserted_at"),
+                    replicated("forward_dead_letters_local", "MergeTree"),
+                    local="_local",
+                ),
+                distributed("forward_cursors", "cityHash64(project)"),
+                distributed("forward_dead_letters", "rand()"),
+            ],
+        ),
+    ]
+
+
+def _forwarding(
+    db: str, on_cluster: str, cursors_engine: str, letters_engine: str, *, local: str = ""
+) -> list[str]:
+    """The forwarder's tables (cursors, dead letters) and the index it reads `events` by."""
+    return [
+        _cursors_ddl(db, on_cluster, cursors_engine, f"forward_cursors{local}"),
+        _forward_dead_letters_ddl(db, on_cluster, letters_engine, f"forward_dead_letters{local}"),
+        *_insert_time_index(f"{db}.events{local}", on_cluster),
     ]
 
 

@@ -25,11 +25,12 @@ from ._dedupe import DedupeStore, MemoryDedupeStore, RedisDedupeStore
 from ._errors import SinkUnavailable
 from ._events import EventWindow, RowBlock
 from ._flags import FlagsProxy
-from ._forwarder import Forwarder, Post, posthog_post
+from ._forwarder import Forwarder, forwarder_for
 from ._ingest import Ingestor
 from ._metrics import Metrics
 from ._plan import PlanEnforcer
-from ._settings import Settings
+from ._posthog_batch import Post, posthog_post
+from ._settings import PostHogRoutes, Settings
 from ._sink import ClickHouseSink
 
 logger = logging.getLogger("headwater.gateway")
@@ -56,16 +57,12 @@ class Gateway:
         self._owns_clickhouse = clickhouse is None
         self._clickhouse = clickhouse
         self.dedupe = dedupe or _dedupe_store(settings)
-        self.forwarder = Forwarder(
-            settings.posthog_targets(),
-            default=settings.posthog_default,
-            metrics=self.metrics,
-            queue_size=settings.forward_queue_size,
-            post=posthog,
-        )
+        self.routes = PostHogRoutes(settings)
+        self._posthog = posthog
+        self.forwarder: Forwarder | None = None  # started with the gateway, when it forwards
         # A flags request goes to the PostHog its project's events go to (none: no flags).
         timeout = settings.posthog_flags_timeout_seconds
-        self.flags = FlagsProxy(timeout=timeout) if self.forwarder.enabled else None
+        self.flags = FlagsProxy(timeout=timeout) if self.routes.enabled else None
         self.plans = PlanEnforcer.from_files(
             settings.tracking_plans,
             violations=settings.tracking_policy,
@@ -118,14 +115,15 @@ class Gateway:
             dedupe=self.dedupe,
             committer=self._committer,
             sink=sink,
-            forwarder=self.forwarder,
             metrics=self.metrics,
             fail_closed=s.redis_failure == "reject",
             pending_wait=s.insert_deadline_seconds,
             dead_letter_rows=s.commit_queue_rows,
             plans=self.plans,
         )
-        self.forwarder.start()
+        if self.routes.enabled and s.forward_in_process:
+            self.forwarder = forwarder_for(s, clickhouse, self.metrics.forward, post=self._posthog)
+            self.forwarder.start()
         self._lag_probe = asyncio.get_running_loop().create_task(
             self.metrics.watch_loop(), name="loop-lag"
         )
@@ -146,7 +144,7 @@ class Gateway:
             raise SinkUnavailable(str(exc), retry_after=5) from exc
 
     async def stop(self) -> None:
-        """Stop taking rows, store what is buffered, forward what is queued, close."""
+        """Stop taking rows, store what is buffered, stop forwarding, close."""
         if self._lag_probe is not None:
             self._lag_probe.cancel()
         if self._scheduler is not None:
@@ -155,7 +153,8 @@ class Gateway:
             await self._committer.drain()
         if self._ingestor is not None:
             await self._ingestor.settled()
-        await asyncio.to_thread(self.forwarder.stop, 10.0)
+        if self.forwarder is not None:
+            await asyncio.to_thread(self.forwarder.stop, 10.0)
         if self.flags is not None:
             await self.flags.close()
         await self.dedupe.close()

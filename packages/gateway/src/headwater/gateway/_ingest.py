@@ -1,4 +1,5 @@
-"""The ingestion path every endpoint shares: check, dedupe, store, then forward."""
+"""The ingestion path every endpoint shares: check, dedupe, store (forwarding reads the
+store: `_forwarder`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from ._dead_letters import DeadLetters, ErrorRow, error_row
 from ._dedupe import Claim, DedupeStore
 from ._errors import DedupeUnavailable, Unavailable
 from ._events import Columns, Context, EventRow, Incoming, Invalid, RowBlock, to_row
-from ._forwarder import Forwarder
 from ._metrics import Metrics
 from ._plan import PlanEnforcer
 from ._sink import EventSink
@@ -30,7 +30,6 @@ class Ingestor:
         dedupe: DedupeStore,
         committer: GroupCommitter[RowBlock],
         sink: EventSink,
-        forwarder: Forwarder,
         metrics: Metrics,
         fail_closed: bool,
         pending_wait: float,
@@ -40,7 +39,6 @@ class Ingestor:
         self._plans = plans
         self._dedupe = dedupe
         self._committer = committer
-        self._forwarder = forwarder
         self._metrics = metrics
         self._fail_closed = fail_closed
         self._pending_wait = pending_wait
@@ -102,13 +100,12 @@ class Ingestor:
     async def _accept(
         self, ctx: Context, block: RowBlock, rejected: list[Rejection]
     ) -> BatchResult:
-        """Store the rows not stored before; forward them."""
+        """Store the rows not stored before."""
         fresh, duplicates = await self._store(block)
         counters = self._metrics.source(ctx.source)
         counters.accepted.inc(len(fresh))
         if duplicates:  # each increment takes a lock: none for what did not happen
             counters.duplicates.inc(duplicates)
-        self._forwarder.forward(fresh)
         return BatchResult(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
 
     def _check(self, ctx: Context, item: Incoming) -> EventRow | str:

@@ -22,6 +22,44 @@ class SourceCounters(NamedTuple):
     rejected: Counter
 
 
+class ForwardMetrics:
+    """The forwarder's counters and gauges (in a gateway's registry, or its own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry(auto_describe=True)
+        self.registry = r
+        self.sent = Counter("headwater_forward_sent", "Events PostHog took", registry=r)
+        self.failed_attempts = Counter(
+            "headwater_forward_failed_attempts",
+            "Posts to PostHog that will be tried again, by what went wrong"
+            " (network, 5xx, 408, 429)",
+            ["reason"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "headwater_forward_dead_letters",
+            "Events PostHog refused for good, kept in forward_dead_letters",
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "headwater_forward_lag_seconds",
+            "Age of the oldest stored event not yet forwarded (0: caught up)",
+            ["project"],
+            registry=r,
+        )
+        self.lag_events = Gauge(
+            "headwater_forward_lag_events",
+            "Stored events not yet forwarded",
+            ["project"],
+            registry=r,
+        )
+        self.leader = Gauge(
+            "headwater_forward_leader",
+            "1 while this process holds the forwarding lease",
+            registry=r,
+        )
+
+
 class Metrics:
     """Counters and histograms of one gateway; `render()` is the `/metrics` body.
 
@@ -101,17 +139,7 @@ class Metrics:
             ["answer"],
             registry=r,
         )
-        self.forward_sent = Counter(
-            "headwater_forward_sent", "Events forwarded to PostHog", registry=r
-        )
-        self.forward_failed = Counter(
-            "headwater_forward_failed", "Events PostHog did not take", registry=r
-        )
-        self.forward_dropped = Counter(
-            "headwater_forward_dropped",
-            "Events not forwarded: the forward queue was full",
-            registry=r,
-        )
+        self.forward = ForwardMetrics(r)
         self.loop_lag = Histogram(
             "headwater_event_loop_lag_seconds",
             "How late the event loop ran a timer (every request waits as long)",

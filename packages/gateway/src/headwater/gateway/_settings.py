@@ -61,7 +61,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     commit_max_delay_ms: int = 10  # the least time between two inserts (parts per second)
     commit_queue_rows: int = 500_000
     insert_deadline_seconds: float = 10.0
-    forward_queue_size: int = 100_000  # events waiting for PostHog; past it, dropped (counted)
+    # Forwarding to PostHog reads the stored events (a cursor per project, in ClickHouse).
+    forward_in_process: bool = True  # false: a separate `headwater forward` does it
+    forward_batch_size: int = 500  # events per post
+    forward_settle_seconds: float = 10.0  # rows younger than this wait (inserts in flight)
+    forward_poll_seconds: float = 1.0  # how often an idle forwarder looks for new rows
+    forward_backoff_cap_seconds: float = 30.0  # the longest wait between two failed posts
+    forward_lease_seconds: float = 60.0  # the Redis lease of the one forwarding gateway
     tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)  # project → plan file
     tracking_policy: Literal["reject", "flag", "count"] = "count"
     tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
@@ -97,9 +103,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                     " https://app.example.com (or * for any)"
                 )
         self._check_posthog()
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
         for name in _POSITIVE:
             if not getattr(self, name) > 0:  # NaN is not either
                 raise ConfigError(f"HEADWATER_{name.upper()} must be positive")
+        if not self.forward_settle_seconds >= 0:
+            raise ConfigError("HEADWATER_FORWARD_SETTLE_SECONDS must be 0 or more")
 
     def _check_posthog(self) -> None:
         if bool(self.posthog_host) != bool(self.posthog_api_key):
@@ -163,6 +174,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _POSITIVE = (
+    "forward_batch_size",
+    "forward_poll_seconds",
+    "forward_backoff_cap_seconds",
+    "forward_lease_seconds",
     "commit_max_rows",
     "commit_max_bytes",
     "commit_queue_rows",
@@ -177,6 +192,29 @@ class PostHogTarget(NamedTuple):
 
     host: str
     api_key: str
+
+
+class PostHogRoutes:
+    """Which PostHog each project's events go to (read once from the settings)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._targets = settings.posthog_targets()
+        self._default = settings.posthog_default
+        self._projects = sorted(set(settings.write_keys.values()))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any project's events go to a PostHog."""
+        return any(self.target(project) for project in self._projects)
+
+    def target(self, project: str) -> PostHogTarget | None:
+        """The PostHog of `project`'s events; None: they are not forwarded."""
+        return self._targets.get(project, self._default)
+
+    def forwarded(self) -> list[tuple[str, PostHogTarget]]:
+        """The projects whose events are forwarded, each with its PostHog."""
+        found = [(project, self.target(project)) for project in self._projects]
+        return [(project, target) for project, target in found if target is not None]
 
 
 def _posthog_target(where: str, target: str, default_host: str) -> PostHogTarget | None:

@@ -1,25 +1,34 @@
-"""`headwater serve` and `headwater replay-errors`, added to the `headwater` command."""
+"""`headwater serve`, `demo`, `forward` and `replay-errors`, added to the `headwater`
+command."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import prometheus_client
 import typer
 import uvicorn
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from headwater.modeler import ClickHouse, WarehouseUnavailable
+
 from ._app import create_app
+from ._clickhouse import migrate
 from ._demo import run_demo
 from ._errors import ConfigError, SinkUnavailable
+from ._forwarder import Forwarder, forwarder_for
 from ._gateway import Gateway
 from ._logging import configure_logging
+from ._metrics import ForwardMetrics
 from ._replay import ReplayReport, replay_errors
-from ._settings import Settings
+from ._settings import PostHogRoutes, Settings
 
 
 def _settings(console: Console) -> Settings:
@@ -80,6 +89,8 @@ def register(app: typer.Typer) -> None:
             directory=directory.resolve(), users=users, days=days, seed=seed, console=Console()
         )
 
+    app.command("forward")(forward)
+
     @app.command("replay-errors")
     def replay(
         project: Annotated[str | None, typer.Option(help="only this project")] = None,
@@ -100,6 +111,76 @@ def register(app: typer.Typer) -> None:
             )
             raise typer.Exit(1) from exc
         Console().print(_report_table(report))
+
+
+def forward(
+    once: Annotated[
+        bool, typer.Option("--once", help="forward what is stored now, then exit")
+    ] = False,
+    metrics_port: Annotated[
+        int, typer.Option(help="serve Prometheus /metrics on this port (0: none)")
+    ] = 0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING …")] = "INFO",
+) -> None:
+    """Forward stored events to PostHog: a server deployment's forwarder (set
+    HEADWATER_FORWARD_IN_PROCESS=false on its gateways), or a catch-up with --once."""
+    console = Console(stderr=True, soft_wrap=True)
+    settings = _settings(console)
+    if not PostHogRoutes(settings).enabled:
+        console.print("[red]error:[/red] nothing to forward: HEADWATER_POSTHOG_HOST is unset")
+        raise typer.Exit(2)
+    configure_logging(log_level.upper())
+    try:
+        clickhouse = ClickHouse.connect(
+            settings.clickhouse_url,
+            database=settings.clickhouse_database,
+            cluster=settings.clickhouse_cluster,
+        )
+    except WarehouseUnavailable as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    migrate(clickhouse)
+    metrics = ForwardMetrics()
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port, registry=metrics.registry)
+    forwarder = forwarder_for(settings, clickhouse, metrics)
+    try:
+        if once:
+            forwarder.drain()
+        else:
+            _forward_until_stopped(forwarder)
+    finally:
+        forwarder.stop(timeout=10)
+        clickhouse.close()
+    Console().print(_forward_table(metrics))
+
+
+def _forward_until_stopped(forwarder: Forwarder) -> None:
+    """Forward from a thread until SIGINT or SIGTERM."""
+    stopped = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopped.set())
+    forwarder.start()
+    stopped.wait()
+
+
+def _forward_table(metrics: ForwardMetrics) -> Table:
+    table = Table(title="forwarded to PostHog")
+    table.add_column("project")
+    table.add_column("sent", justify="right")
+    table.add_column("dead letters", justify="right")
+    table.add_column("still behind", justify="right")
+    found = metrics.registry.get_sample_value
+    table.add_row(
+        "(all)",
+        f"{found('headwater_forward_sent_total') or 0:,.0f}",
+        f"{found('headwater_forward_dead_letters_total') or 0:,.0f}",
+        "",
+    )
+    for family in metrics.lag_events.collect():
+        for sample in family.samples:
+            table.add_row(escape(sample.labels["project"]), "", "", f"{sample.value:,.0f}")
+    return table
 
 
 async def _replay(

@@ -16,8 +16,8 @@ gateway's Prometheus `/metrics`; `signals()` holds those numbers to `HealthRules
 |                  | or no event at all                             |                        |
 | events per day   | yesterday < (1 - `max_drop`) * the day before  | -                      |
 | schema changes   | -                                              | any in the window      |
-| gateway          | /metrics unreachable, or rejected / received   | forward failures       |
-|                  | > `max_rejected_rate` (0.05)                   |                        |
+| gateway          | /metrics unreachable, or rejected / received   | forward dead letters,  |
+|                  | > `max_rejected_rate` (0.05)                   | or lag > 900 s         |
 
 A model run is a `run_id` of the ledger (other than `checks`); it succeeded when every
 row of it is `ok`. The window is the last `days` days, at most the last `runs` runs.
@@ -110,6 +110,7 @@ class HealthRules:
     freshness_sla_seconds: int = 3600
     max_drop: float = 0.5  # of events per day, yesterday against the day before
     max_rejected_rate: float = 0.05
+    max_forward_lag_seconds: float = 900  # the oldest stored event not yet in PostHog
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class GatewayTotals:
     accepted: float = 0.0
     rejected: float = 0.0
     duplicates: float = 0.0
-    forward_failed: float = 0.0
+    forward_dead_letters: float = 0.0  # events PostHog refused for good
+    forward_lag_seconds: float = 0.0  # the worst project's
 
     @property
     def rejected_rate(self) -> float:
@@ -256,20 +258,23 @@ _COUNTERS = {
     "headwater_events_accepted": "accepted",
     "headwater_events_rejected": "rejected",
     "headwater_events_duplicate": "duplicates",
-    "headwater_forward_failed": "forward_failed",
+    "headwater_forward_dead_letters": "forward_dead_letters",
 }
+_WORST_GAUGES = {"headwater_forward_lag_seconds": "forward_lag_seconds"}
 
 
 def gateway_totals(text: str) -> GatewayTotals:
-    """The counters of a Prometheus text exposition, each summed over its labels
-    (raises `ValueError` for text that is not one)."""
-    totals = dict.fromkeys(_COUNTERS.values(), 0.0)
+    """The counters of a Prometheus text exposition, each summed over its labels, and the
+    worst value of its lag gauges (raises `ValueError` for text that is not one)."""
+    totals = dict.fromkeys([*_COUNTERS.values(), *_WORST_GAUGES.values()], 0.0)
     for family in text_string_to_metric_families(text):
         name = family.name.removesuffix("_total")
         if name in _COUNTERS:
             totals[_COUNTERS[name]] += sum(
                 s.value for s in family.samples if s.name.endswith("_total")
             )
+        elif name in _WORST_GAUGES:
+            totals[_WORST_GAUGES[name]] = max([0.0, *(s.value for s in family.samples)])
     return GatewayTotals(**totals)
 
 
@@ -364,8 +369,14 @@ def _gateway_signals(h: PipelineHealth) -> list[Signal]:
         f" {g.duplicates:,.0f} duplicates ({g.rejected_rate:.1%} rejected)"
     )
     rejected: Verdict = "fail" if g.rejected_rate > limit else "ok"
-    forwarded: Verdict = "warn" if g.forward_failed else "ok"
+    most = h.rules.max_forward_lag_seconds
+    late = g.forward_lag_seconds > most
+    forwarded: Verdict = "warn" if g.forward_dead_letters or late else "ok"
+    lag = g.forward_lag_seconds
+    forwarding = f"{g.forward_dead_letters:,.0f} dead letters, {lag:,.0f} s behind"
     return [
         Signal("gateway events", events, rejected, f"rejected <= {limit:.0%} of received"),
-        Signal("gateway forwarding", f"{g.forward_failed:,.0f} failed", forwarded, "no failure"),
+        Signal(
+            "gateway forwarding", forwarding, forwarded, f"no dead letter, <= {most:,.0f} s behind"
+        ),
     ]
