@@ -4,6 +4,7 @@ configured by the environment, logging JSON lines, stopped by SIGINT."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(
             "HEADWATER_POSTHOG_HOST": posthog.url,
             "HEADWATER_POSTHOG_API_KEY": POSTHOG_KEY,
             "HEADWATER_COMMIT_MAX_DELAY_MS": "2000",  # the last request waits in the buffer
+            "HEADWATER_FORWARD_SETTLE_SECONDS": "0.2",
         }
         command = [str(Path(sys.executable).with_name("headwater")), "serve", "--port", str(port)]
         process = subprocess.Popen(
@@ -98,9 +100,18 @@ def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(
             process.send_signal(signal.SIGINT)
             sender.join()
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+            if process.poll() is None and not answers:  # failed before its SIGINT
+                process.send_signal(signal.SIGINT)  # (a second one would force an exit)
             out, err = process.communicate(timeout=60)
+        # what the gateway stored as it stopped is forwarded by the next forwarder
+        catch_up = subprocess.run(
+            [command[0], "forward", "--once"],
+            env=environment,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         forwarded = posthog.wait_for(3)
 
     assert process.returncode == 0
@@ -113,7 +124,11 @@ def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(
     assert [(a.status_code, a.json()["accepted"]) for a in answers] == [(200, 1)]
     # stored, and forwarded before the process ended: nothing buffered was lost
     assert _stored_ids(directory) == sorted(first + last)
-    assert sorted(e["uuid"] for e in forwarded) == sorted(first + last)
+    assert catch_up.returncode == 0, catch_up.stderr.decode()
+    assert sorted(e["uuid"] for e in forwarded) == sorted(first + last)  # each once
+    table = catch_up.stdout.decode()
+    assert "forwarded to PostHog" in table
+    assert re.search(r"│ shop\s+│\s+│\s+│\s+0 │", table), table  # nothing left behind
     assert [body["token"] for _, body, _ in posthog.flag_requests] == [POSTHOG_KEY]
 
     text = (out + err).decode()
@@ -122,6 +137,7 @@ def test_serve_logs_json_lines_without_keys_and_drains_on_sigint(
     notice, *lines = err.decode().splitlines()
     assert notice == "embedded ClickHouse (chDB) belongs to one process: serving with 1 worker"
     records = [json.loads(line) for line in lines]  # every line one JSON object
+    assert [r["message"][:80] for r in records if r["level"] == "error"] == []  # a clean stop
     access = {
         (r["message"], r.get("request_id", "")[:12])
         for r in records
