@@ -133,3 +133,46 @@ def test_the_modelers_own_variables_read_from_text_or_the_file(tmp_path: Path) -
     assert from_env == from_file
     assert (from_file.alert_smtp_port, from_file.alert_smtp_starttls) == (2525, True)
     assert from_file.alert_smtp_to == ("a@example.com", "b@example.com")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"HEADWATER_FORWARD_SETTLE_SECONDS": "-1"},
+            "bad setting: HEADWATER_FORWARD_SETTLE_SECONDS must be 0 or more",
+        ),
+        (
+            {"HEADWATER_FORWARD_BATCH_SIZE": "0"},
+            "bad setting: HEADWATER_FORWARD_BATCH_SIZE must be positive",
+        ),
+        (
+            {"HEADWATER_FORWARD_POLL_SECONDS": "nan"},
+            "bad setting: HEADWATER_FORWARD_POLL_SECONDS must be positive",
+        ),
+        (
+            {"HEADWATER_FORWARD_IN_PROCESS": "maybe"},
+            "bad setting: HEADWATER_FORWARD_IN_PROCESS: Expected `bool`, got `str`",
+        ),
+    ],
+)
+def test_a_bad_forwarding_setting_is_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(GatewayConfigError) as refused:
+        Settings.from_env(environ)
+    assert str(refused.value) == message
+
+
+def test_forwarding_reads_its_settings_from_text() -> None:
+    settings = Settings.from_env(
+        {
+            "HEADWATER_FORWARD_IN_PROCESS": "false",
+            "HEADWATER_FORWARD_BATCH_SIZE": "100",
+            "HEADWATER_FORWARD_SETTLE_SECONDS": "0",
+        }
+    )
+    assert (
+        settings.forward_in_process,
+        settings.forward_batch_size,
+        settings.forward_settle_seconds,
+        settings.forward_lease_seconds,
+    ) == (False, 100, 0.0, 30.0)

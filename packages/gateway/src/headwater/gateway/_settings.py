@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     forward_settle_seconds: float = 10.0  # rows younger than this wait (inserts in flight)
     forward_poll_seconds: float = 1.0  # how often an idle forwarder looks for new rows
     forward_backoff_cap_seconds: float = 30.0  # the longest wait between two failed posts
-    forward_lease_seconds: float = 60.0  # the Redis lease of the one forwarding gateway
+    forward_lease_seconds: float = 30.0  # the Redis lease of the one forwarding gateway
     tracking_plans: dict[str, str] = msgspec.field(default_factory=dict)  # project → plan file
     tracking_policy: Literal["reject", "flag", "count"] = "count"
     tracking_unknown: Literal["reject", "flag", "count", "allow"] = "count"
