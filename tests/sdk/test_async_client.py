@@ -220,7 +220,7 @@ def test_400_is_final_and_its_events_go_to_on_error(receiver: LoopbackReceiver) 
 
     sent, flushed, stats = asyncio.run(scenario())
 
-    assert flushed is True
+    assert flushed is False  # the three were given up on
     assert sent == [event_id(0), event_id(1), event_id(2)]
     assert statuses(receiver) == [400]
     assert receiver.messages == []
@@ -232,6 +232,10 @@ def test_400_is_final_and_its_events_go_to_on_error(receiver: LoopbackReceiver) 
         for n in range(3)
     ]
     assert (stats.sent, stats.retried, stats.dropped_by_reason) == (0, 0, {"rejected": 3})
+    assert (stats.given_up, stats.given_up_reason) == (
+        3,
+        f"rejected: Rejected: gateway rejected the events (400): {SCRIPTED_BODY}",
+    )
 
 
 def test_async_with_shuts_down_and_delivers(receiver: LoopbackReceiver) -> None:

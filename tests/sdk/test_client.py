@@ -302,10 +302,15 @@ def test_client_errors_are_final_and_reported(
     receiver.answer(status)
     hw = make_client(client_kwargs={"on_error": lambda exc, msgs: errors.append((exc, msgs))})
     sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(3)]
-    assert hw.flush(timeout=5)
+    assert hw.flush(timeout=5) is False  # the three were given up on
     assert [s for s, _, _ in receiver.requests] == [status]
     assert [(type(e), e.status, ids(msgs)) for e, msgs in errors] == [(Rejected, status, sent)]  # type: ignore[attr-defined]
-    assert hw.stats().dropped_by_reason == {"rejected": 3}
+    stats = hw.stats()
+    assert (stats.dropped_by_reason, stats.given_up) == ({"rejected": 3}, 3)
+    assert stats.given_up_reason == (
+        f'rejected: Rejected: gateway rejected the events ({status}): {{"error":"scripted"}}'
+    )
+    assert hw.flush(timeout=5) is True  # nothing given up on since the previous flush
 
 
 def test_network_errors_are_retried_then_given_up(make_client: ClientFactory) -> None:
@@ -317,10 +322,15 @@ def test_network_errors_are_retried_then_given_up(make_client: ClientFactory) ->
         client_kwargs={"on_error": lambda exc, msgs: errors.append((exc, msgs))},
     )
     event_id = hw.capture("e", distinct_id="u")
-    assert hw.flush(timeout=10)
+    assert hw.flush(timeout=10) is False
     assert [(type(e), ids(msgs)) for e, msgs in errors] == [(TransportError, [event_id])]
     stats = hw.stats()
     assert (stats.retried, stats.dropped_by_reason) == (2, {"retries_exhausted": 1})
+    assert stats.given_up == 1
+    assert stats.given_up_reason is not None
+    assert stats.given_up_reason.startswith(
+        "retries_exhausted: TransportError: POST http://127.0.0.1:9/v1/events failed"
+    )
     assert stats.last_error is not None
     assert stats.last_error.startswith("TransportError: POST http://127.0.0.1:9/v1/events failed")
 
@@ -331,7 +341,7 @@ def test_a_failing_batch_does_not_stall_the_ones_behind_it(
     receiver.answer(500, times=3)
     hw = make_client(max_retries=2, backoff_base=0.001, max_batch_events=2)
     sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(4)]
-    assert hw.flush(timeout=10)
+    assert hw.flush(timeout=10) is False
     assert ids(receiver.messages) == sent[2:]
     assert hw.stats().dropped_by_reason == {"retries_exhausted": 2}
 
@@ -364,7 +374,7 @@ def test_events_rejected_one_by_one_are_reported() -> None:
         on_error=lambda exc, msgs: errors.append((exc, msgs)),
     )
     sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(3)]
-    assert hw.flush(timeout=5)
+    assert hw.flush(timeout=5) is False  # one of the three was refused for good
     hw.shutdown()
     assert [(str(e), ids(msgs)) for e, msgs in errors] == [
         (
@@ -384,8 +394,10 @@ def test_drop_newest_keeps_the_first_events(
     sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(5)]
     assert sent[3:] == [None, None]
     assert hw.stats().dropped_by_reason == {"queue_full": 2}
-    assert hw.flush(timeout=5)
+    # The two refused calls returned None: the caller knows, and they were never accepted.
+    assert hw.flush(timeout=5) is True
     assert ids(receiver.messages) == sent[:3]
+    assert hw.stats().given_up == 0
 
 
 def test_drop_oldest_keeps_the_last_events(
@@ -394,8 +406,14 @@ def test_drop_oldest_keeps_the_last_events(
     hw = make_client(max_queue_events=3, max_batch_events=10, on_full="drop_oldest")
     sent = [hw.capture("e", distinct_id="u", properties={"n": n}) for n in range(5)]
     assert None not in sent
-    assert hw.stats().dropped_by_reason == {"queue_full": 2}
-    assert hw.flush(timeout=5)
+    stats = hw.stats()
+    assert stats.dropped_by_reason == {"queue_full": 2}
+    # The two evicted events had their ids returned: they were accepted, then given up on.
+    assert (stats.given_up, stats.given_up_reason) == (
+        2,
+        "queue_full: evicted for newer events (on_full='drop_oldest')",
+    )
+    assert hw.flush(timeout=5) is False
     assert ids(receiver.messages) == sent[2:]
 
 
@@ -433,7 +451,7 @@ def test_before_send_can_change_or_drop(
     hw = make_client(client_kwargs={"before_send": before_send})
     kept = hw.capture("e", distinct_id="u", properties={"a": 1})
     assert hw.capture("secret", distinct_id="u") is None
-    assert hw.flush(timeout=5)
+    assert hw.flush(timeout=5) is True  # a filtered event was never accepted
     assert [(m.event_id, m.properties) for m in receiver.messages] == [
         (kept, {"a": 1, "env": "test"})
     ]
@@ -504,9 +522,9 @@ def test_on_error_that_raises_does_not_stop_delivery(
     receiver.answer(400)
     hw = make_client(client_kwargs={"on_error": explode})
     hw.capture("lost", distinct_id="u")
-    assert hw.flush(timeout=5)
+    assert hw.flush(timeout=5) is False
     kept = hw.capture("kept", distinct_id="u")
-    assert hw.flush(timeout=5)
+    assert hw.flush(timeout=5) is True
     assert ids(receiver.messages) == [kept]
 
 
@@ -527,8 +545,10 @@ def test_the_sdk_logs_on_its_own_logger_only(
     ]
     assert hw.stats().dropped_by_reason == {"invalid": 3}
     assert logging.getLogger().handlers == root_handlers
-    handlers = logging.getLogger("headwater.sdk").handlers
-    assert any(isinstance(h, logging.NullHandler) for h in handlers)
+    # No handler of its own either, not even a NullHandler: without any logging set up,
+    # Python's last-resort handler shows the SDK's warnings on stderr (a refused write
+    # key must not go unseen); tests/sdk/test_refused_key.py checks that in a child.
+    assert logging.getLogger("headwater.sdk").handlers == []
 
 
 def test_server_error_carries_status_and_retry_after() -> None:

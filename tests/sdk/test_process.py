@@ -86,12 +86,15 @@ def reported_stats(done: subprocess.CompletedProcess[str]) -> Stats:
     return msgspec.json.decode(done.stdout, type=Stats)
 
 
-def encoded_size(event_id: str) -> int:
-    """Bytes that `scripts/spool_offline.py` stores for the event `event_id`."""
+RECORD_HEADER = 8  # the spool's record: a 4-byte length and a CRC-32 before the event
+
+
+def record_size(event_id: str) -> int:
+    """Bytes that `scripts/spool_offline.py` stores for the event `event_id`, header included."""
     message = Track(
         event_id=event_id, event="offline_event", distinct_id="u_offline", timestamp=WHEN
     )
-    return len(WireCodec("json", compress=False).encode_message(message))
+    return RECORD_HEADER + len(WireCodec("json", compress=False).encode_message(message))
 
 
 # -- interpreter exit -------------------------------------------------------------
@@ -259,26 +262,53 @@ def test_spool_survives_a_killed_process(
     assert (after.sent, after.spooled, after.dropped) == (50, 0, 0)
 
 
-def test_spool_over_its_bound_evicts_the_oldest_events(
+def test_a_full_spool_refuses_new_events_by_default(
     receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
 ) -> None:
     ids = event_ids(9, 25)
-    size = encoded_size(ids[0])
+    size = record_size(ids[0])
     limit = 10 * size + size // 2  # room for 10 events, not 11
 
     done = run_script(
-        "spool_offline.py",
-        dead_gateway,
-        str(tmp_path),
-        WHEN.isoformat(),
-        *ids,
-        "--max-bytes",
-        str(limit),
-    )
+        "spool_offline.py", dead_gateway, str(tmp_path), WHEN.isoformat(), *ids,
+        "--max-bytes", str(limit),
+    )  # fmt: skip
 
+    # on_full="drop_newest": the first ten are kept, the other calls returned None.
     offline = reported_stats(done)
     assert offline.dropped_by_reason == {"spool_full": 15}
-    assert (offline.spooled, offline.enqueued, offline.sent) == (10, 25, 0)
+    assert (offline.spooled, offline.enqueued, offline.sent, offline.given_up) == (10, 10, 0, 0)
+    # The child configures no logging: Python's last-resort handler shows the one warning.
+    assert done.stderr.splitlines() == [
+        f"event not accepted: spool full: {10 * size} bytes waiting, spool_max_bytes={limit}"
+        " (on_full='drop_newest') (further refusals counted in stats())"
+    ]
+    with spooling_client(tmp_path, receiver.url, spool_max_bytes=limit) as client:
+        assert client.flush(timeout=10)
+        after = client.stats()
+    assert received_ids(receiver) == ids[:10]
+    assert (after.sent, after.spooled, after.dropped) == (10, 0, 0)
+
+
+def test_a_full_spool_evicts_the_oldest_events_with_drop_oldest(
+    receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
+) -> None:
+    ids = event_ids(17, 25)
+    size = record_size(ids[0])
+    limit = 10 * size + size // 2
+
+    done = run_script(
+        "spool_offline.py", dead_gateway, str(tmp_path), WHEN.isoformat(), *ids,
+        "--max-bytes", str(limit), "--on-full", "drop_oldest",
+    )  # fmt: skip
+
+    # Every call returned its id; the fifteen oldest were then evicted for newer ones.
+    offline = reported_stats(done)
+    assert offline.dropped_by_reason == {"spool_full": 15}
+    assert (offline.spooled, offline.enqueued, offline.sent, offline.given_up) == (10, 25, 0, 15)
+    assert offline.given_up_reason == (
+        f"spool_full: evicted for newer events (on_full='drop_oldest', spool_max_bytes={limit})"
+    )
     with spooling_client(tmp_path, receiver.url, spool_max_bytes=limit) as client:
         assert client.flush(timeout=10)
         after = client.stats()
@@ -286,18 +316,42 @@ def test_spool_over_its_bound_evicts_the_oldest_events(
     assert (after.sent, after.spooled, after.dropped) == (10, 0, 0)
 
 
+def test_a_full_spool_with_block_waits_then_refuses(dead_gateway: str, tmp_path: Path) -> None:
+    ids = event_ids(18, 3)
+    size = record_size(ids[0])
+    with spooling_client(
+        tmp_path, dead_gateway, spool_max_bytes=2 * size, on_full="block", block_timeout=0.05
+    ) as client:
+        returned = [
+            client.capture(
+                "offline_event", distinct_id="u_offline", timestamp=WHEN, event_id=event_id
+            )
+            for event_id in ids
+        ]
+        stats = client.stats()
+        client.shutdown(timeout=0)
+    # Nothing is delivered while the gateway is down, so no room came within block_timeout.
+    assert returned == [*ids[:2], None]
+    assert (stats.spooled, stats.dropped_by_reason, stats.given_up) == (2, {"spool_full": 1}, 0)
+
+
 def test_spool_eviction_never_counts_a_delivered_event_as_lost(
     receiver: LoopbackReceiver, tmp_path: Path
 ) -> None:
-    # Five events are in flight (answered 503, Retry-After: 2) when fifteen more overflow
-    # the spool (room for 10). Whichever events the spool evicts, each event must end
-    # either delivered or counted as dropped, never both. (The fifteen are queued within
-    # the 2 s pause: no assertion on time, but the scenario needs that much of the host.)
+    # Five events are being sent (answered 503, Retry-After: 2) when fifteen more overflow
+    # the spool (room for 10) with on_full="drop_oldest". Events being sent are never
+    # evicted: the five are delivered, five more fit, and each of the ten after them evicts
+    # the oldest unread one. (The fifteen are captured within the 2 s pause: no assertion
+    # on time, but the scenario needs that much of the host.)
     ids = event_ids(10, 20)
-    size = encoded_size(ids[0])
+    size = record_size(ids[0])
     receiver.answer(503, headers={"Retry-After": "2"})
     with spooling_client(
-        tmp_path, receiver.url, spool_max_bytes=10 * size + size // 2, max_batch_events=5
+        tmp_path,
+        receiver.url,
+        spool_max_bytes=10 * size + size // 2,
+        max_batch_events=5,
+        on_full="drop_oldest",
     ) as client:
         for event_id in ids[:5]:  # the fifth fills a batch and wakes the consumer
             client.capture(
@@ -309,12 +363,12 @@ def test_spool_eviction_never_counts_a_delivered_event_as_lost(
             client.capture(
                 "offline_event", distinct_id="u_offline", timestamp=WHEN, event_id=event_id
             )
-        assert client.flush(timeout=10)
+        assert client.flush(timeout=10) is False  # ten accepted events were evicted
         stats = client.stats()
 
-    delivered = received_ids(receiver)
-    assert len(set(delivered)) == len(delivered) == stats.sent
-    assert stats.dropped_by_reason == {"spool_full": 20 - stats.sent}
+    assert received_ids(receiver) == ids[:5] + ids[15:]
+    assert statuses(receiver) == [503, 200, 200]
+    assert (stats.sent, stats.given_up, stats.dropped_by_reason) == (10, 10, {"spool_full": 10})
     assert (stats.enqueued, stats.spooled) == (20, 0)
 
 
@@ -352,11 +406,11 @@ def test_poison_batch_is_dropped_after_its_attempts(
     with spooling_client(tmp_path, receiver.url, **POISON_OPTIONS) as client:
         for event_id in poison:
             client.capture("poison_event", distinct_id="u_poison", event_id=event_id)
-        assert client.flush(timeout=10)
+        assert client.flush(timeout=10) is False
         dropped = client.stats()
         for event_id in later:
             client.capture("later_event", distinct_id="u_later", event_id=event_id)
-        assert client.flush(timeout=10)
+        assert client.flush(timeout=10) is True
         stats = client.stats()
 
     assert (dropped.dropped_by_reason, dropped.spooled) == ({"retries_exhausted": 3}, 0)
@@ -379,7 +433,7 @@ def test_poison_batch_does_not_hold_back_later_batches(
     receiver.answer(500, times=2)
 
     with spooling_client(tmp_path, receiver.url, max_batch_events=3, **POISON_OPTIONS) as client:
-        assert client.flush(timeout=10)
+        assert client.flush(timeout=10) is False
         stats = client.stats()
 
     assert received_ids(receiver) == later
@@ -404,6 +458,6 @@ def test_poison_batch_dropped_from_the_spool_reaches_on_error_with_its_events(
     with Client("test-write-key", host=receiver.url, options=options, on_error=on_error) as hw:
         for event_id in poison:
             hw.capture("poison_event", distinct_id="u_poison", event_id=event_id)
-        assert hw.flush(timeout=10)
+        assert hw.flush(timeout=10) is False
 
     assert reported == [("ServerError", poison)]

@@ -73,8 +73,10 @@ def deliver(
     messages: list[Track],
     options: ClientOptions,
     errors: Errors,
+    *,
+    flushed: bool = True,
 ) -> Stats:
-    """Emit `messages` with a `kind` client, flush, shut down; returns its final stats."""
+    """Emit `messages` with a `kind` client, flush (it returns `flushed`), shut down; its stats."""
 
     def on_error(exc: Exception, failed: list[AnyMessage]) -> None:
         errors.append((exc, failed))
@@ -82,7 +84,7 @@ def deliver(
     if kind == "thread":
         with Client("test-key", host=receiver.url, options=options, on_error=on_error) as hw:
             assert emit(hw, messages) == ids(messages)
-            assert hw.flush(timeout=10)
+            assert hw.flush(timeout=10) is flushed
         return hw.stats()
 
     async def scenario() -> Stats:
@@ -90,7 +92,7 @@ def deliver(
             "test-key", host=receiver.url, options=options, on_error=on_error
         ) as ahw:
             assert emit(ahw, messages) == ids(messages)
-            assert await ahw.flush(timeout=10)
+            assert await ahw.flush(timeout=10) is flushed
         return ahw.stats()
 
     return asyncio.run(scenario())
@@ -153,7 +155,8 @@ def test_an_event_over_the_limit_alone_goes_to_on_error(
     errors: Errors = []
 
     with LoopbackReceiver(max_body_bytes=LIMIT) as receiver:
-        stats = deliver(kind, receiver, messages, options_for(tmp_path, spool=spool), errors)
+        options = options_for(tmp_path, spool=spool)
+        stats = deliver(kind, receiver, messages, options, errors, flushed=False)
 
     # 5 -> 413; [0, 1, big] -> 413 -> [0, 1] and [big] -> 413, refused; [3, 4].
     assert statuses(receiver) == [413, 413, 200, 413, 200]
@@ -169,6 +172,7 @@ def test_an_event_over_the_limit_alone_goes_to_on_error(
     ]
     assert (stats.sent, stats.retried, stats.dropped_by_reason) == (4, 0, {"rejected": 1})
     assert stats.last_error == f"Rejected: {reason}"
+    assert (stats.given_up, stats.given_up_reason) == (1, f"rejected: Rejected: {reason}")
     assert (stats.queued, stats.spooled) == (0, 0)
 
 

@@ -1,11 +1,11 @@
 """Child process: a client with a spool whose gateway is down.
 
-`python spool_offline.py HOST SPOOL_DIR TIMESTAMP ID... [--max-bytes N] [--then exit|hang]`,
-run by tests/sdk/test_process.py. Every event is captured at TIMESTAMP (ISO 8601) so that
-all have the same encoded size. The last event fills a batch, which wakes the consumer: it
-moves every event to the spool and leases them for its first attempt. Once that attempt
-failed, the child prints `stats()` as one JSON line, then exits (its exit hook gives the
-leases back) or hangs until the test kills it.
+`python spool_offline.py HOST SPOOL_DIR TIMESTAMP ID... [--max-bytes N] [--on-full POLICY]
+[--then exit|hang]`, run by tests/sdk/test_process.py. Every event is captured at TIMESTAMP
+(ISO 8601) so that all have the same encoded size, and is in the spool when its call
+returns. Then `flush(timeout=0)` wakes the consumer, which reads a batch and tries to send
+it. Once that attempt failed, the child prints `stats()` as one JSON line, then exits (its
+exit hook releases the spool for the next process) or hangs until the test kills it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("timestamp", type=datetime.fromisoformat)
     parser.add_argument("ids", nargs="+")
     parser.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--on-full", default="drop_newest")
     parser.add_argument("--then", choices=["exit", "hang"], default="exit")
     return parser.parse_args()
 
@@ -39,6 +40,7 @@ def main() -> None:
     options = ClientOptions(
         spool_dir=args.spool,
         spool_max_bytes=args.max_bytes,
+        on_full=args.on_full,
         max_batch_events=len(args.ids),
         flush_interval=60.0,
         shutdown_timeout=0.2,
@@ -48,6 +50,7 @@ def main() -> None:
         client.capture(
             "offline_event", distinct_id="u_offline", timestamp=args.timestamp, event_id=event_id
         )
+    client.flush(timeout=0)  # wakes the consumer; nothing is delivered while the gateway is down
     deadline = time.monotonic() + DEADLINE
     while client.stats().retried < 1:
         if time.monotonic() > deadline:

@@ -10,9 +10,12 @@ class OrderCompleted(Event, name="order_completed"):
 hw = Client("write-key", host="http://localhost:8000")
 hw.track(OrderCompleted(order_id="o1", revenue_cents=1299), distinct_id="u_42")
 ```
-"""
 
-import logging
+The SDK logs on the `headwater.sdk` logger and adds no handler to it, nor to the root:
+an application without any logging set up still sees its warnings (a refused write key,
+events given up on) on stderr through Python's last-resort handler, as with posthog's
+and segment's Python clients. To silence them, configure that logger.
+"""
 
 from ._async_client import AsyncClient
 from ._client import Client
@@ -28,6 +31,7 @@ from ._errors import (
     QueueFull,
     Rejected,
     ServerError,
+    SpoolFull,
     TransportError,
     is_retryable,
 )
@@ -49,8 +53,6 @@ from ._wire import (
     Track,
     WireCodec,
 )
-
-logging.getLogger("headwater.sdk").addHandler(logging.NullHandler())
 
 __all__ = [
     "LIB",
@@ -81,6 +83,7 @@ __all__ = [
     "Rejection",
     "Response",
     "ServerError",
+    "SpoolFull",
     "Stats",
     "Track",
     "Transport",

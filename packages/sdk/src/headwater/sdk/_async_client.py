@@ -79,12 +79,14 @@ class AsyncClient(ClientBase):
         self._flush_done = 0
         self._flushed = asyncio.Condition()
         self._queue.on_batch_ready = self._wake_up
+        if self._spool is not None:
+            self._spool.on_batch_ready = self._wake_up
         self._shutdown_result: bool | None = None
 
     # -- the task --------------------------------------------------------------
 
     def _enqueue(self, data: bytes) -> bool:
-        accepted = self._queue.put(data)
+        accepted = super()._enqueue(data)
         if self._task is None:
             self._start()
         return accepted
@@ -129,7 +131,7 @@ class AsyncClient(ClientBase):
     async def _cycle(self, *, partial: bool) -> None:
         dispatcher = self._dispatcher
         asked = self._flush_asked
-        dispatcher.absorb()
+        dispatcher.adopt_orphans()
         mark = dispatcher.watermark() if asked > self._flush_done else None
         while not self._abort.is_set():
             if mark is not None and dispatcher.settled(mark):
@@ -161,16 +163,9 @@ class AsyncClient(ClientBase):
                 return
 
     async def _pause(self, delay: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + delay
-        while (remaining := deadline - loop.time()) > 0:
-            slice_ = min(remaining, self.options.flush_interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._abort.wait(), slice_)
-            if self._abort.is_set():
-                return False
-            self._dispatcher.absorb()
-        return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._abort.wait(), delay)
+        return not self._abort.is_set()
 
     async def _mark_flushed(self, asked: int) -> None:
         async with self._flushed:
@@ -186,16 +181,28 @@ class AsyncClient(ClientBase):
         consumer.start()
         consumer.stop(self.options.shutdown_timeout)
         transport.close()
+        if self._spool is not None:
+            self._spool.close()
 
     # -- the public calls ------------------------------------------------------
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Send everything queued now; True when all of it was settled within `timeout`."""
+        """Send everything queued now; True when all of it was delivered within `timeout`.
+
+        False on timeout, or when an event was given up on since the previous flush
+        (`stats().given_up_reason` says why).
+        """
         if self._task is None:
             self._start()
         task = self._task
         if task is None or task.done() or asyncio.current_task() is task:
-            return len(self._queue) == 0  # nobody else will send: say what is left
+            settled = self._dispatcher.waiting() == 0  # nobody else will send: say what is left
+        else:
+            settled = await self._wait_for_flush(timeout)
+        clean = self._dispatcher.clean_since_last_flush()
+        return settled and clean
+
+    async def _wait_for_flush(self, timeout: float | None) -> bool:
         self._flush_asked += 1
         asked = self._flush_asked
         self._wake.set()
@@ -217,11 +224,9 @@ class AsyncClient(ClientBase):
         atexit.unregister(self._exit_hook)
         wait = self.options.shutdown_timeout if timeout is None else timeout
         clean = await self._stop(wait)
-        if self._spool is not None:
-            self._dispatcher.absorb()  # what the task had no time for waits in the spool
         left = self._queue.clear()
         if left:
-            self._counters.drop("shutdown", left)
+            self._counters.give_up("shutdown", left, "still queued when shutdown stopped")
         if self._spool is not None:
             self._spool.close()
         if self._given_transport is None and self._transport is not None:

@@ -22,6 +22,7 @@ from ._errors import (
     HeadwaterError,
     InvalidEvent,
     QueueFull,
+    SpoolFull,
 )
 from ._event import Event
 from ._ids import new_event_id, reseed_after_fork
@@ -30,7 +31,7 @@ from ._properties import find_unencodable, holds_non_finite, may_hold_non_finite
 from ._queue import EventQueue
 from ._spool import Spool
 from ._stats import Counters, DropReason, Stats
-from ._wire import Alias, AnyMessage, Encoding, Identify, Message, Track, WireCodec
+from ._wire import Alias, AnyMessage, Identify, Message, Track, WireCodec
 
 logger = logging.getLogger("headwater.sdk")
 
@@ -120,23 +121,9 @@ class ClientBase:
         )
 
     def _open_spool(self) -> Spool | None:
-        o = self.options
-        if o.spool_dir is None:
+        if self.options.spool_dir is None:
             return None
-        spool = Spool(
-            o.spool_dir,
-            encoding=o.encoding,
-            max_bytes=o.spool_max_bytes,
-            max_attempts=o.spool_max_attempts,
-            counters=self._counters,
-            lease_seconds=o.request_timeout * 3 + o.backoff_cap,
-        )
-        other: Encoding = "msgpack" if self._json else "json"
-        other_codec = WireCodec(other, compress=False)
-        spool.convert(
-            other, lambda body: self._codec.encode_message(other_codec.decode_message(body))
-        )
-        return spool
+        return Spool(self.options, counters=self._counters)
 
     # -- the public calls ------------------------------------------------------
 
@@ -206,12 +193,12 @@ class ClientBase:
 
     def stats(self) -> Stats:
         """A snapshot of the client's counters."""
-        spooled = len(self._spool) if self._spool is not None else 0
+        spool = self._spool
         return self._counters.snapshot(
             queued=len(self._queue),
             queued_bytes=self._queue.nbytes,
-            spooled=spooled,
-            enqueued=self._queue.last_sequence,
+            spooled=len(spool) if spool is not None else 0,
+            enqueued=self._queue.last_sequence + (spool.appended if spool is not None else 0),
         )
 
     # -- intake ----------------------------------------------------------------
@@ -244,7 +231,12 @@ class ClientBase:
             return None
         if data is None:
             return None
-        if not self._enqueue(data):
+        try:
+            accepted = self._enqueue(data)
+        except SpoolFull as exc:
+            self._refuse(exc, "spool_full")
+            return None
+        if not accepted:
             self._refuse(QueueFull(f"queue full, policy {self.options.on_full}"), None)
             return None
         return message.event_id
@@ -282,7 +274,12 @@ class ClientBase:
         return data
 
     def _enqueue(self, data: bytes) -> bool:
-        return self._queue.put(data)
+        """Queue `data`, or write it to the spool; False when the queue's policy refused it."""
+        spool = self._spool
+        if spool is None:
+            return self._queue.put(data)
+        spool.append(data)  # on disk before the call returns; raises SpoolFull
+        return True
 
     def _refuse(self, exc: HeadwaterError, reason: DropReason | None) -> None:
         if reason is not None:  # the queue counts its own overflow
@@ -302,6 +299,8 @@ class ClientBase:
         """A forked child starts with an empty queue and its own counters and connections."""
         self._counters = Counters()
         self._queue = self._new_queue()
+        if self._spool is not None:
+            self._spool.forget()  # the parent's: its files and locks stay the parent's
         self._spool = None
 
 

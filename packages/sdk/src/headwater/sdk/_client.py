@@ -83,14 +83,18 @@ class Client(ClientBase):
 
     def _enqueue(self, data: bytes) -> bool:
         if not self.sync_mode:
-            return self._queue.put(data)
+            return super()._enqueue(data)
         with self._send_lock:
             self._counters.enqueued += 1
             self._consumer.deliver(Outbound([data]))
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send everything queued now; True when all of it was settled within `timeout`."""
+        """Send everything queued now; True when all of it was delivered within `timeout`.
+
+        False on timeout, or when an event was given up on since the previous flush
+        (`stats().given_up_reason` says why).
+        """
         return self._consumer.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
@@ -105,11 +109,9 @@ class Client(ClientBase):
         atexit.unregister(self._exit_hook)
         wait = self.options.shutdown_timeout if timeout is None else timeout
         clean = self._consumer.stop(wait)
-        if self._spool is not None:
-            self._dispatcher.absorb()  # what the consumer had no time for waits in the spool
         left = self._queue.clear()
         if left:
-            self._counters.drop("shutdown", left)
+            self._counters.give_up("shutdown", left, "still queued when shutdown stopped")
         if self._spool is not None:
             self._spool.close()
         if self._given_transport is None:

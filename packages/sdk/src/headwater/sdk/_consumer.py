@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from ._delivery import Dispatcher, Outbound
 from ._errors import DeliveryError, TransportError
@@ -29,8 +28,10 @@ class Consumer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the thread; the queue wakes it when a batch is full."""
+        """Start the thread; the queue (or the spool) wakes it when a batch is full."""
         self._dispatcher.queue.on_batch_ready = self._wake_up
+        if self._dispatcher.spool is not None:
+            self._dispatcher.spool.on_batch_ready = self._wake_up
         self._thread = threading.Thread(target=self._run, name="headwater-consumer", daemon=True)
         self._thread.start()
 
@@ -55,7 +56,7 @@ class Consumer:
         """Send what is due: full batches, or everything when `partial` or a flush is asked."""
         dispatcher = self._dispatcher
         asked = self._flush_asked
-        dispatcher.absorb()
+        dispatcher.adopt_orphans()
         mark = dispatcher.watermark() if asked > self._flush_done else None
         while not self._abort.is_set():
             if mark is not None and dispatcher.settled(mark):
@@ -87,13 +88,8 @@ class Consumer:
                 return
 
     def _pause(self, delay: float) -> bool:
-        """Wait before a retry, still moving new events to the spool; False when aborted."""
-        deadline = time.monotonic() + delay
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self._abort.wait(min(remaining, self._interval)):
-                return False
-            self._dispatcher.absorb()
-        return True
+        """Wait before a retry; False when aborted."""
+        return not self._abort.wait(delay)
 
     def _flushed(self, asked: int) -> None:
         with self._flushes:
@@ -101,10 +97,19 @@ class Consumer:
             self._flushes.notify_all()
 
     def flush(self, timeout: float | None) -> bool:
-        """Wait until everything queued before the call is settled; False on timeout."""
+        """Wait until everything queued before the call is settled.
+
+        False on timeout, or when an event was given up on since the previous flush.
+        """
         thread = self._thread
         if thread is None or not thread.is_alive() or threading.current_thread() is thread:
-            return len(self._dispatcher.queue) == 0  # nobody else will send: say what is left
+            settled = self._dispatcher.waiting() == 0  # nobody else will send: say what is left
+        else:
+            settled = self._wait_for_flush(timeout)
+        clean = self._dispatcher.clean_since_last_flush()
+        return settled and clean
+
+    def _wait_for_flush(self, timeout: float | None) -> bool:
         with self._flushes:
             self._flush_asked += 1
             asked = self._flush_asked

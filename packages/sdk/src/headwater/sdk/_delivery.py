@@ -5,6 +5,10 @@ The thread consumer (`Client`) and the asyncio consumer (`AsyncClient`) both dri
 the failure to `on_failure()`, and sleep for the delay they return (None: done).
 Only the durable spool, when configured, touches the disk from here.
 
+An event given up on (refused for good, out of retries) is counted in `stats()` with the
+reason, logged, and passed to `on_error`; a refused write key (401, 403) is logged once
+per client, since every later batch meets the same answer.
+
 A batch the gateway refuses as too large (413) is split in two halves, sent in order
 before anything else (see `Dispatcher._too_large`).
 """
@@ -21,6 +25,7 @@ from ._errors import (
     Rejected,
     ServerError,
     counts_against_batch,
+    refuses_write_key,
 )
 from ._options import ClientOptions
 from ._queue import EventQueue
@@ -43,7 +48,7 @@ class Outbound:
     """A batch being delivered."""
 
     items: list[bytes]
-    spool_ids: list[int] = field(default_factory=list)
+    spool_ids: list[int] = field(default_factory=list)  # the spool positions of the items
     attempt: int = 0
     body_bytes: int = 0  # size of the last request body, as sent
 
@@ -80,6 +85,7 @@ class Dispatcher:
         self._on_error = on_error
         self._lib = lib
         self._halves: list[Outbound] = []  # what splits left to send; the next one last
+        self._key_refused = False  # a refused write key is logged once
         self.url = options.endpoint
         self._headers = {
             **codec.headers(),
@@ -89,15 +95,18 @@ class Dispatcher:
 
     # -- choosing what to send -------------------------------------------------
 
-    def absorb(self) -> None:
-        """Spool mode: move everything queued in memory to the durable spool."""
-        if self.spool is None:
-            return
-        items = self.queue.take(len(self.queue) or 1, self._options.max_queue_bytes)
-        try:
-            self.spool.put_many(items)
-        finally:
-            self.queue.settle()
+    def adopt_orphans(self) -> None:
+        """Spool mode: take over what processes that are gone left in the spool directory."""
+        if self.spool is not None:
+            self.spool.adopt_orphans()
+
+    def waiting(self) -> int:
+        """Events accepted and not yet settled (queued, or in the spool)."""
+        return len(self.queue) + (len(self.spool) if self.spool is not None else 0)
+
+    def clean_since_last_flush(self) -> bool:
+        """Whether no accepted event was given up on since the previous flush asked."""
+        return self._counters.clean_since_last_flush()
 
     def next_batch(self, *, partial: bool) -> Outbound | None:
         """The next batch to send: only a full one unless `partial`; None when there is none."""
@@ -114,12 +123,12 @@ class Dispatcher:
 
     def watermark(self) -> int:
         """A mark covering every event accepted so far (see `settled`)."""
-        return self.spool.last_id() if self.spool is not None else self.queue.last_sequence
+        return self.spool.end_position() if self.spool is not None else self.queue.last_sequence
 
     def settled(self, mark: int) -> bool:
         """Whether every event up to `mark` was delivered or given up on."""
         if self.spool is not None:
-            return not self.spool.holds_through(mark)
+            return self.spool.settled_before(mark)
         return self.queue.resolved_through() >= mark
 
     # -- one attempt -----------------------------------------------------------
@@ -177,10 +186,11 @@ class Dispatcher:
         if not batches:
             return
         if self.spool is not None:
-            ids = [row_id for b in batches for row_id in b.spool_ids]
-            self.spool.release(ids, count_attempt=False)
+            for b in batches:
+                self.spool.release(b.spool_ids, b.items, count_attempt=False)
         else:
-            self._counters.drop("shutdown", sum(len(b.items) for b in batches))
+            count = sum(len(b.items) for b in batches)
+            self._counters.give_up("shutdown", count, "still being sent when shutdown stopped")
             self.queue.settle()
 
     # -- outcomes --------------------------------------------------------------
@@ -235,7 +245,7 @@ class Dispatcher:
 
     def _give_up(self, batch: Outbound, exc: DeliveryError, reason: DropReason) -> None:
         if self.spool is not None and reason == "retries_exhausted":
-            spent = self.spool.release(batch.spool_ids, count_attempt=True)
+            spent = self.spool.release(batch.spool_ids, batch.items, count_attempt=True)
             lost = [
                 item for i, item in zip(batch.spool_ids, batch.items, strict=True) if i in spent
             ]
@@ -252,12 +262,25 @@ class Dispatcher:
             self.queue.settle()
 
     def _report(self, exc: DeliveryError, items: list[bytes], reason: DropReason) -> None:
-        self._counters.drop(reason, len(items))
+        self._counters.give_up(reason, len(items), f"{type(exc).__name__}: {exc}")
         self._counters.error(exc)
-        logger.warning("dropped %d events (%s): %s", len(items), reason, exc)
+        self._log_given_up(exc, len(items), reason)
         if self._on_error is None:
             return
         try:
             self._on_error(exc, [self._codec.decode_message(item) for item in items])
         except Exception:
             logger.exception("on_error callback raised")
+
+    def _log_given_up(self, exc: DeliveryError, count: int, reason: DropReason) -> None:
+        if not refuses_write_key(exc):
+            logger.warning("dropped %d events (%s): %s", count, reason, exc)
+        elif not self._key_refused:
+            self._key_refused = True
+            logger.warning(
+                "the gateway refused the write key: %s; every event is given up on"
+                " (logged once; stats() and on_error see each batch)",
+                exc,
+            )
+        else:
+            logger.debug("dropped %d events (%s): %s", count, reason, exc)

@@ -8,6 +8,7 @@ HeadwaterError
 │   ├── EventEncodingError   a property the wire format cannot carry
 │   └── EventTooLarge        over the per-event byte limit
 ├── QueueFull              the queue is at its limit and the policy dropped the event
+│   └── SpoolFull            the spool is at spool_max_bytes, or its disk refused the write
 ├── ClientClosed           the client was shut down
 └── DeliveryError          a batch could not be delivered
     ├── TransportError       no HTTP answer: refused, reset, timed out (retried)
@@ -47,6 +48,10 @@ class QueueFull(HeadwaterError):
     """The in-memory queue is full and the overflow policy refused the event."""
 
 
+class SpoolFull(QueueFull):
+    """The durable spool could not take the event: at `spool_max_bytes`, or the disk refused it."""
+
+
 class ClientClosed(HeadwaterError):
     """The client was shut down and accepts no new events."""
 
@@ -79,6 +84,11 @@ class Rejected(DeliveryError):
 def is_retryable(exc: BaseException) -> bool:
     """Whether sending the same batch again may succeed."""
     return isinstance(exc, TransportError | ServerError)
+
+
+def refuses_write_key(exc: BaseException) -> bool:
+    """Whether the gateway refused the client's write key (401 or 403): every batch will fail."""
+    return isinstance(exc, Rejected) and exc.status in (401, 403)
 
 
 def counts_against_batch(exc: BaseException) -> bool:

@@ -82,7 +82,9 @@ class EventQueue:
             while self._items and not self._fits(size):
                 self._bytes -= len(self._items.popleft())
                 self._removed += 1
-                self._counters.drop("queue_full")
+                self._counters.give_up(
+                    "queue_full", 1, "evicted for newer events (on_full='drop_oldest')"
+                )
             return True
         deadline = time.monotonic() + self._block_timeout
         while not self._fits(size):

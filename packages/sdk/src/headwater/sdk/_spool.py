@@ -1,207 +1,529 @@
-"""The optional durable spool: encoded events in SQLite (WAL) until the gateway has them.
+"""The optional durable spool: an event is in a file before the call that made it returns.
 
-Rows are leased to the process sending them, so several processes (or a forked child)
-can share one spool without sending a row twice at once; the leases of a process that
-died are freed when the spool is opened again. WAL with `synchronous=NORMAL` keeps
-every committed row across a process crash (not across a power cut of the machine).
+Each opened spool is a *writer* (see `_spool_files`): the caller's thread appends every
+accepted event to the writer's current segment as one record (`_records`) with one
+`write()` on an `O_APPEND` descriptor. The data is then in the kernel's page cache: it
+survives the process (a crash, `SIGKILL`), not a power cut (no `fsync`). A segment is
+closed for writing at about `segment_bytes` and a new one begun.
+
+The sender reads the records in order from a cursor and hands them out as batches. Every
+record has a *position*: its place in this process's log, the segments it holds one after
+another (its own and those it adopted). A record is settled once its batch was delivered
+or given up on; a segment whose records are all settled is deleted, and the writer's lock
+file keeps where its first unsettled record is, so that after a restart only what was not
+settled is sent again (at least once: the gateway drops a repeated event id).
+
+A process adopts the writers of processes that are gone (their locks are free): at open,
+and every `ADOPT_INTERVAL` seconds from the sender. A record cut short by the death of its
+writer is found by its checksum and skipped: its call never returned.
+
+The spool holds at most `spool_max_bytes` of unsettled records (headers included); when
+an event does not fit, `on_full` decides: refuse it (`drop_newest`), wait for room up to
+`block_timeout` (`block`), or evict the oldest records not yet being sent (`drop_oldest`).
+The disk refusing a write (full, quota) refuses the event. Records of a writer with the
+other encoding are re-encoded as they are read.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import logging
 import os
-import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from ._errors import ConfigError, SpoolFull
+from ._options import ClientOptions
+from ._records import HEADER_BYTES, frame, parse, record_length, scan
+from ._spool_files import (
+    Progress,
+    WriterLock,
+    encoding_of,
+    list_writers,
+    segment_path,
+)
 from ._stats import Counters
+from ._wire import Encoding, WireCodec
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    body BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    encoding TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    lease_until REAL NOT NULL DEFAULT 0,
-    lease_pid INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS events_by_attempts ON events (attempts, id);
-"""
+logger = logging.getLogger("headwater.sdk")
+
+ADOPT_INTERVAL = 5.0  # seconds between two looks for writers whose process is gone
+_MIN_SEGMENT = 64 * 1024
+_MAX_SEGMENT = 4 * 1024 * 1024
+
+
+def segment_bytes(max_bytes: int) -> int:
+    """Where a segment is closed: a sixteenth of the bound, within [64 KiB, 4 MiB]."""
+    return min(max(max_bytes // 16, _MIN_SEGMENT), _MAX_SEGMENT)
+
+
+@dataclass(eq=False)
+class Segment:
+    """One segment file this process holds, and where its records sit in the log."""
+
+    writer: str
+    number: int
+    path: Path
+    base: int  # the log position of offset 0
+    start: int  # the first offset this process sends from
+    end: int  # the offset just after the last whole record
+    foreign: bool  # written in the other encoding
+    sealed: bool = False
+    write_fd: int = -1
+    read_fd: int = -1
+
+    @property
+    def first(self) -> int:
+        """The position of the first record to send."""
+        return self.base + self.start
+
+    @property
+    def last(self) -> int:
+        """The position just after the last record."""
+        return self.base + self.end
+
+    def close(self) -> None:
+        """Close both descriptors (the file stays)."""
+        for fd in (self.write_fd, self.read_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.write_fd = self.read_fd = -1
 
 
 class Spool:
-    """A bounded, durable FIFO of encoded events shared by the processes that open it."""
+    """A bounded, durable FIFO of encoded events, written by the callers, read by one sender.
 
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        encoding: str,
-        max_bytes: int,
-        max_attempts: int,
-        counters: Counters,
-        lease_seconds: float,
-    ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "headwater-spool.sqlite3"
-        self._encoding = encoding
-        self._max_bytes = max_bytes
-        self._max_attempts = max_attempts
+    `append` may be called from any thread; `take`, `ack`, `release` and `adopt_orphans`
+    by one sender at a time.
+    """
+
+    def __init__(self, options: ClientOptions, *, counters: Counters) -> None:
+        if options.spool_dir is None:
+            raise ConfigError("a spool needs spool_dir")
+        self.directory = options.spool_dir
+        self._encoding: Encoding = options.encoding
+        self._max_bytes = options.spool_max_bytes
+        self._max_attempts = options.spool_max_attempts
+        self._batch_events = options.max_batch_events
+        self._batch_bytes = options.max_batch_bytes
+        self._policy = options.on_full
+        self._block_timeout = options.block_timeout
+        self._segment_bytes = segment_bytes(options.spool_max_bytes)
         self._counters = counters
-        self._lease_seconds = lease_seconds
+        self._codec = WireCodec(options.encoding, compress=False)
+        self._other = WireCodec("msgpack" if options.encoding == "json" else "json", compress=False)
         self._lock = threading.Lock()
-        self._closed_count: int | None = None  # what was left when closed
-        self._db = sqlite3.connect(
-            self.path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._free_dead_leases()
+        self._room = threading.Condition(self._lock)
+        self._segments: deque[Segment] = deque()  # in log order
+        self._active: Segment | None = None  # the own segment being appended to
+        self._reading: Segment | None = None  # being read outside the lock: not deleted
+        self._next_number = 1
+        self._log_end = 0  # the position after the last record
+        self._cursor = 0  # the position of the first record not yet read
+        self._unread = 0
+        self._waiting = 0  # records not settled: unread, being sent, or waiting for a retry
+        self._waiting_bytes = 0
+        self._outstanding: dict[int, int] = {}  # position -> record size, read but not settled
+        self._retry: deque[tuple[list[int], list[bytes]]] = deque()
+        self._attempts: dict[int, int] = {}
+        self._adopted_at = -ADOPT_INTERVAL
+        self._closed_count: int | None = None
+        self.appended = 0  # events this process wrote
+        self.on_batch_ready: Callable[[], None] = _nothing
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._own = WriterLock.create(self.directory, options.encoding)
+        except OSError as exc:
+            raise ConfigError(f"spool_dir {str(self.directory)!r} cannot be used: {exc}") from exc
+        self._writers: dict[str, WriterLock] = {self._own.name: self._own}
+        self.adopt_orphans(force=True)
 
-    def _free_dead_leases(self) -> None:
-        pids = [pid for (pid,) in self._db.execute("SELECT DISTINCT lease_pid FROM events")]
-        dead = [pid for pid in pids if pid and not _alive(pid)]
-        for pid in dead:
-            self._db.execute("UPDATE events SET lease_until = 0 WHERE lease_pid = ?", (pid,))
+    # -- the caller's side -----------------------------------------------------
 
-    def convert(self, other_encoding: str, recode: Callable[[bytes], bytes]) -> None:
-        """Re-encode rows written by a client with another encoding."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, body FROM events WHERE encoding = ?", (other_encoding,)
-            ).fetchall()
-            for row_id, body in rows:
-                new = recode(body)
-                self._db.execute(
-                    "UPDATE events SET body = ?, size = ?, encoding = ? WHERE id = ?",
-                    (new, len(new), self._encoding, row_id),
-                )
-
-    def put_many(self, items: list[bytes]) -> None:
-        """Store events durably (one transaction), evicting the oldest beyond the size bound."""
-        if not items:
-            return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "INSERT INTO events (body, size, encoding) VALUES (?, ?, ?)",
-                [(item, len(item), self._encoding) for item in items],
-            )
-            evicted = self._evict_over_bound()
-            self._db.execute("COMMIT")
-        if evicted:
-            self._counters.drop("spool_full", evicted)
-
-    def _evict_over_bound(self) -> int:
-        """Delete the oldest rows not being sent until the spool fits; returns how many."""
-        (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM events").fetchone()
-        excess = total - self._max_bytes
-        if excess <= 0:
-            return 0
-        now = time.time()
-        row = self._db.execute(
-            "SELECT id FROM (SELECT id, SUM(size) OVER (ORDER BY id) AS freed"
-            "                FROM events WHERE lease_until < ?)"
-            " WHERE freed >= ? ORDER BY id LIMIT 1",
-            (now, excess),
-        ).fetchone()
-        last_id = row[0] if row is not None else _MAX_ROW_ID
-        cursor = self._db.execute(
-            "DELETE FROM events WHERE id <= ? AND lease_until < ?", (last_id, now)
-        )
-        return cursor.rowcount
-
-    def take(self, max_events: int, max_bytes: int) -> tuple[list[int], list[bytes]]:
-        """Lease the next batch: (row ids, bodies); empty when nothing is free to send."""
-        now = time.time()
-        ids: list[int] = []
-        bodies: list[bytes] = []
-        size = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            rows = self._db.execute(
-                "SELECT id, body FROM events WHERE lease_until < ? ORDER BY attempts, id LIMIT ?",
-                (now, max_events),
-            )
-            for row_id, body in rows:
-                if bodies and size + len(body) > max_bytes:
-                    break
-                ids.append(row_id)
-                bodies.append(body)
-                size += len(body)
-            self._db.executemany(
-                "UPDATE events SET lease_until = ?, lease_pid = ? WHERE id = ?",
-                [(now + self._lease_seconds, os.getpid(), row_id) for row_id in ids],
-            )
-            self._db.execute("COMMIT")
-        return ids, bodies
-
-    def ack(self, ids: list[int]) -> None:
-        """The gateway has these rows: delete them."""
-        with self._lock:
-            self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in ids])
-
-    def release(self, ids: list[int], *, count_attempt: bool) -> set[int]:
-        """Give rows back for a later try; returns the ids that reached `max_attempts` and left."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "UPDATE events SET lease_until = 0, attempts = attempts + ? WHERE id = ?",
-                [(int(count_attempt), i) for i in ids],
-            )
-            spent = self._db.execute(
-                f"DELETE FROM events WHERE attempts >= ? AND id IN ({','.join('?' * len(ids))})"  # noqa: S608 - placeholders only
-                " RETURNING id",
-                (self._max_attempts, *ids),
-            ).fetchall()
-            self._db.execute("COMMIT")
-        return {row_id for (row_id,) in spent}
-
-    def __len__(self) -> int:
+    def append(self, body: bytes) -> None:
+        """Write one encoded event to its segment before returning; `SpoolFull` when it cannot."""
+        record = frame(body)
+        size = len(record)
         with self._lock:
             if self._closed_count is not None:
-                return self._closed_count
-            (count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
-        return int(count)
+                raise SpoolFull("the spool is closed")
+            if self._waiting_bytes + size > self._max_bytes:
+                self._make_room(size)
+            self._write(record)
+            self._waiting += 1
+            self._waiting_bytes += size
+            self._unread += 1
+            self.appended += 1
+            ready = (
+                self._unread >= self._batch_events
+                or self._log_end - self._cursor >= self._batch_bytes
+            )
+        if ready:
+            self.on_batch_ready()
 
-    def last_id(self) -> int:
-        """The id of the newest row ever stored here (0 for a new spool)."""
-        with self._lock:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-            found = row.fetchone()
-        return int(found[0]) if found else 0
+    def _write(self, record: bytes) -> None:
+        segment = self._active
+        if segment is None or (segment.end and segment.end + len(record) > self._segment_bytes):
+            segment = self._open_segment()
+        try:
+            written = os.write(segment.write_fd, record)
+        except OSError as exc:
+            raise SpoolFull(f"cannot write to the spool: {exc}") from exc
+        if written != len(record):
+            self._undo_short_write(segment)
+            raise SpoolFull(
+                f"cannot write to the spool: {written} of {len(record)} bytes written (disk full?)"
+            )
+        segment.end += written
+        self._log_end += written
 
-    def holds_through(self, row_id: int) -> bool:
-        """Whether any row with an id up to `row_id` is still waiting to be sent."""
+    def _open_segment(self) -> Segment:
+        if self._active is not None:
+            self._seal(self._active)
+        number = self._next_number
+        path = segment_path(self.directory, self._own.name, number)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise SpoolFull(f"cannot create a spool segment: {exc}") from exc
+        self._next_number += 1
+        segment = Segment(
+            self._own.name, number, path, self._log_end, 0, 0, foreign=False, write_fd=fd
+        )
+        self._segments.append(segment)
+        self._active = segment
+        return segment
+
+    def _undo_short_write(self, segment: Segment) -> None:
+        """Cut a partly written record off; when that fails too, write no more to the segment."""
+        try:
+            os.ftruncate(segment.write_fd, segment.end)
+        except OSError:
+            self._seal(segment)  # readers stop at `end`; a later scan at the bad checksum
+
+    def _seal(self, segment: Segment) -> None:
+        if segment.write_fd >= 0:
+            os.close(segment.write_fd)
+            segment.write_fd = -1
+        segment.sealed = True
+        if self._active is segment:
+            self._active = None
+
+    def _make_room(self, size: int) -> None:
+        """Apply `on_full` for a record of `size` bytes; `SpoolFull` when it still does not fit."""
+        if self._policy == "block":
+            deadline = time.monotonic() + self._block_timeout
+            while self._waiting_bytes + size > self._max_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._room.wait(remaining)
+        elif self._policy == "drop_oldest":
+            self._evict(size)
+        if self._waiting_bytes + size > self._max_bytes:
+            raise SpoolFull(
+                f"spool full: {self._waiting_bytes} bytes waiting, "
+                f"spool_max_bytes={self._max_bytes} (on_full={self._policy!r})"
+            )
+
+    def _evict(self, size: int) -> None:
+        """Skip the oldest unread records until `size` more bytes fit, counting each as lost."""
+        evicted = 0
+        while self._waiting_bytes + size > self._max_bytes and self._cursor < self._log_end:
+            segment = self._segment_at(self._cursor)
+            length = record_length(self._read_fd(segment), self._cursor - segment.base)
+            self._cursor += length
+            self._unread -= 1
+            self._waiting -= 1
+            self._waiting_bytes -= length
+            evicted += 1
+        if evicted:
+            detail = (
+                "evicted for newer events"
+                f" (on_full='drop_oldest', spool_max_bytes={self._max_bytes})"
+            )
+            self._counters.give_up("spool_full", evicted, detail)
+            self._collect()
+
+    # -- the sender's side -----------------------------------------------------
+
+    def take(self, max_events: int, max_bytes: int) -> tuple[list[int], list[bytes]]:
+        """The next batch, (positions, encoded events): unread records first, then retries."""
+        positions: list[int] = []
+        items: list[bytes] = []
+        size = 0
+        while len(items) < max_events:
+            found = self._read(max_events - len(items), max_bytes - size, first=not items)
+            if found is None or not found[1]:
+                break
+            positions += found[0]
+            items += found[1]
+            size += sum(len(item) for item in found[1])
+        if items:
+            return positions, items
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM events WHERE id <= ? LIMIT 1", (row_id,))
-            return row.fetchone() is not None
+            return self._retry.popleft() if self._retry else ([], [])
+
+    def _read(
+        self, max_events: int, max_bytes: int, *, first: bool
+    ) -> tuple[list[int], list[bytes]] | None:
+        """Records from the cursor within one segment; None when everything was read."""
+        with self._lock:
+            start = self._cursor
+            if start >= self._log_end:
+                return None
+            segment = self._segment_at(start)
+            offset = start - segment.base
+            fd = self._read_fd(segment)
+            available = segment.end - offset
+            self._reading = segment
+        try:
+            wanted = min(available, max(max_bytes, 0) + HEADER_BYTES * max_events)
+            parsed = parse(
+                os.pread(fd, wanted, offset),
+                max_records=max_events,
+                max_body_bytes=max_bytes,
+                oversized_first=first,
+            )
+            if not parsed.offsets and first:  # one record larger than the batch's byte limit
+                whole = os.pread(fd, record_length(fd, offset), offset)
+                parsed = parse(whole, max_records=1, max_body_bytes=len(whole))
+        finally:
+            with self._lock:
+                self._reading = None
+        positions, bodies = self._commit_read(start, parsed.offsets, parsed.bodies, parsed.end)
+        if segment.foreign:
+            bodies = [self._codec.encode_message(self._other.decode_message(b)) for b in bodies]
+        return positions, bodies
+
+    def _commit_read(
+        self, start: int, offsets: list[int], bodies: list[bytes], end: int
+    ) -> tuple[list[int], list[bytes]]:
+        """Move the cursor past what was read, less what `drop_oldest` evicted meanwhile."""
+        with self._lock:
+            positions = [start + offset for offset in offsets]
+            kept = bisect.bisect_left(positions, self._cursor)
+            positions, bodies = positions[kept:], bodies[kept:]
+            self._cursor = max(self._cursor, start + end)
+            self._unread -= len(bodies)
+            for position, body in zip(positions, bodies, strict=True):
+                self._outstanding[position] = HEADER_BYTES + len(body)
+        return positions, bodies
+
+    def ack(self, positions: list[int]) -> None:
+        """These records were delivered or given up on: they leave the spool."""
+        with self._lock:
+            self._settle(positions)
+            self._collect()
+
+    def release(self, positions: list[int], items: list[bytes], *, count_attempt: bool) -> set[int]:
+        """Give a batch back for a later retry; returns the positions out of attempts (gone)."""
+        with self._lock:
+            spent: set[int] = set()
+            for position in positions if count_attempt else ():
+                attempts = self._attempts.get(position, 0) + 1
+                self._attempts[position] = attempts
+                if attempts >= self._max_attempts:
+                    spent.add(position)
+            kept = [(p, item) for p, item in zip(positions, items, strict=True) if p not in spent]
+            if kept:
+                self._retry.append(([p for p, _ in kept], [item for _, item in kept]))
+            if spent:
+                self._settle(spent)
+                self._collect()
+        return spent
+
+    def _settle(self, positions: list[int] | set[int]) -> None:
+        for position in positions:
+            size = self._outstanding.pop(position, 0)
+            self._attempts.pop(position, None)
+            if size:
+                self._waiting -= 1
+                self._waiting_bytes -= size
+        self._room.notify_all()
+
+    def end_position(self) -> int:
+        """The position after the newest record (what a flush waits for)."""
+        return self._log_end
+
+    def settled_before(self, position: int) -> bool:
+        """Whether every record before `position` was delivered or given up on."""
+        with self._lock:
+            lowest = min(self._outstanding, default=self._cursor)
+            return min(lowest, self._cursor) >= position
+
+    def __len__(self) -> int:
+        """Events waiting: not yet delivered nor given up on."""
+        if self._closed_count is not None:
+            return self._closed_count
+        return self._waiting
+
+    # -- deleting what is settled ----------------------------------------------
+
+    def _collect(self) -> None:
+        """Delete settled segments; save each writer's progress; drop adopted writers done."""
+        pending = sorted(self._outstanding)
+        for segment in list(self._segments):
+            if segment.sealed and segment is not self._reading and self._done(segment, pending):
+                self._segments.remove(segment)
+                segment.close()
+                with contextlib.suppress(FileNotFoundError):
+                    segment.path.unlink()
+        for name, lock in list(self._writers.items()):
+            progress = self._progress(name, pending)
+            if progress is not None:
+                lock.save(progress)
+            elif name != self._own.name:
+                lock.remove()
+                del self._writers[name]
+
+    def _done(self, segment: Segment, pending: list[int]) -> bool:
+        if segment.last > self._cursor:
+            return False
+        at = bisect.bisect_left(pending, segment.first)
+        return at == len(pending) or pending[at] >= segment.last
+
+    def _progress(self, writer: str, pending: list[int]) -> Progress | None:
+        """Where `writer`'s first unsettled record is; None when it has no segment left."""
+        mine = [s for s in self._segments if s.writer == writer]
+        for segment in mine:
+            at = bisect.bisect_left(pending, segment.first)
+            candidates = [pending[at]] if at < len(pending) and pending[at] < segment.last else []
+            if self._cursor < segment.last:
+                candidates.append(max(self._cursor, segment.first))
+            if candidates:
+                return Progress(segment.number, min(candidates) - segment.base)
+        if mine:
+            return Progress(mine[-1].number, mine[-1].end)
+        if writer == self._own.name:
+            return Progress(self._next_number, 0)
+        return None
+
+    def _segment_at(self, position: int) -> Segment:
+        for segment in self._segments:
+            if segment.first <= position < segment.last:
+                return segment
+        raise LookupError(f"no segment holds position {position}")  # a bug, not a state
+
+    def _read_fd(self, segment: Segment) -> int:
+        if segment.read_fd < 0:
+            segment.read_fd = os.open(segment.path, os.O_RDONLY)
+        return segment.read_fd
+
+    # -- adopting what dead processes left -------------------------------------
+
+    def adopt_orphans(self, *, force: bool = False) -> None:
+        """Take over the writers whose process is gone, while there is room for them."""
+        now = time.monotonic()
+        if self._closed_count is not None or (
+            not force and now - self._adopted_at < ADOPT_INTERVAL
+        ):
+            return
+        self._adopted_at = now
+        for writer, numbers in sorted(list_writers(self.directory).items()):
+            if writer in self._writers or not self._has_room_for(writer, numbers):
+                continue
+            lock = WriterLock.adopt(self.directory, writer)
+            if lock is not None:
+                self._take_over(lock)
+
+    def _has_room_for(self, writer: str, numbers: list[int]) -> bool:
+        if not self._waiting_bytes:
+            return True  # a backlog larger than the bound is still sent, alone
+        size = 0
+        for number in numbers:
+            with contextlib.suppress(FileNotFoundError):
+                size += segment_path(self.directory, writer, number).stat().st_size
+        return self._waiting_bytes + size <= self._max_bytes
+
+    def _take_over(self, lock: WriterLock) -> None:
+        """Register the segments of a writer whose lock this process just took."""
+        progress = lock.progress()
+        foreign = encoding_of(lock.name) != self._encoding
+        found: list[tuple[Segment, int]] = []
+        for number in list_writers(self.directory).get(lock.name, []):
+            path = segment_path(self.directory, lock.name, number)
+            if number < progress.segment:
+                path.unlink(missing_ok=True)  # settled, only not yet deleted
+                continue
+            start = progress.offset if number == progress.segment else 0
+            opened = _open_adopted(lock.name, number, path, start, foreign)
+            if opened is not None:
+                found.append(opened)
+        with self._lock:
+            if self._active is not None:
+                self._seal(self._active)  # the adopted records go after this process's own
+            for segment, records in found:
+                self._add_adopted(segment, records)
+            self._writers[lock.name] = lock
+            self._collect()
+
+    def _add_adopted(self, segment: Segment, records: int) -> None:
+        segment.base = self._log_end - segment.start
+        size = segment.end - segment.start
+        self._log_end += size
+        self._waiting += records
+        self._waiting_bytes += size
+        self._unread += records
+        self._segments.append(segment)
+
+    # -- the end ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Free this process's leases and close the database."""
+        """Delete what is settled, save where the rest begins, and release every lock."""
         with self._lock:
             if self._closed_count is not None:
                 return
-            self._db.execute(
-                "UPDATE events SET lease_until = 0 WHERE lease_pid = ?", (os.getpid(),)
-            )
-            (self._closed_count,) = self._db.execute("SELECT COUNT(*) FROM events").fetchone()
-            self._db.close()
+            if self._active is not None:
+                self._seal(self._active)
+            self._collect()
+            for segment in self._segments:
+                segment.close()
+            own = self._writers.pop(self._own.name)
+            if any(s.writer == own.name for s in self._segments):
+                own.release()
+            else:
+                own.remove()
+            for lock in self._writers.values():
+                lock.release()
+            self._closed_count = self._waiting
+
+    def forget(self) -> None:
+        """In a forked child: close the inherited descriptors, leaving files and locks alone.
+
+        The parent still has the same open lock files, so its locks hold.
+        """
+        for segment in self._segments:
+            segment.close()
+        for lock in self._writers.values():
+            lock.release()
+        self._closed_count = 0
 
 
-_MAX_ROW_ID = 2**63 - 1
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a previous life of this pid's process cannot still hold leases
+def _open_adopted(
+    writer: str, number: int, path: Path, start: int, foreign: bool
+) -> tuple[Segment, int] | None:
+    """An adopted segment read from `start`, with its count of whole records; None when gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    found = scan(fd, start)
+    if found.end < found.size:
+        logger.warning(
+            "spool: skipped %d bytes at the end of %s, a record cut short when its process"
+            " died (its call never returned)",
+            found.size - found.end,
+            path.name,
+        )
+    segment = Segment(writer, number, path, 0, start, found.end, foreign, sealed=True, read_fd=fd)
+    return segment, found.records
+
+
+def _nothing() -> None:
+    return None
