@@ -69,15 +69,29 @@ class Handlers:
         self.settings = gateway.settings
 
     async def _body(self, request: Request[Any, Any, Any], *, limit: int) -> bytes:
+        headers = request.headers
         return await self._read(
-            request.stream(), request.headers.get("content-encoding"), limit=limit
+            request.stream(),
+            headers.get("content-encoding"),
+            headers.get("content-length"),
+            limit=limit,
         )
 
     async def _read(
-        self, chunks: AsyncIterator[bytes], content_encoding: str | None, *, limit: int
+        self,
+        chunks: AsyncIterator[bytes],
+        content_encoding: str | None,
+        content_length: str | None,
+        *,
+        limit: int,
     ) -> bytes:
         """The body, within `limit` bytes (decompressed too) and the read timeout."""
-        raw = await read_body(chunks, limit=limit, timeout=self.settings.body_timeout_seconds)
+        raw = await read_body(
+            chunks,
+            limit=limit,
+            timeout=self.settings.body_timeout_seconds,
+            declared=content_length,
+        )
         return decode_content(raw, content_encoding, limit=limit)
 
     def _project(self, key: str | None) -> str:
@@ -126,6 +140,7 @@ class Handlers:
         content_type: str | None,
         content_encoding: str | None,
         chunks: AsyncIterator[bytes],
+        content_length: str | None = None,
     ) -> BatchResult:
         """`POST /v1/events`, from its headers and body; served by `NativeFastPath`."""
         project = self._project(
@@ -133,7 +148,9 @@ class Handlers:
         )
         fmt = body_format(content_type)
         self.gateway.ingestor.admit()
-        body = await self._read(chunks, content_encoding, limit=self.settings.max_batch_body_bytes)
+        body = await self._read(
+            chunks, content_encoding, content_length, limit=self.settings.max_batch_body_bytes
+        )
         try:
             items, sent_at, lib = parse_native(body, fmt)
         except BadPayload as exc:
@@ -291,6 +308,7 @@ def create_app(
             authorization=request.headers.get("authorization", ""),
             content_type=request.headers.get("content-type"),
             content_encoding=request.headers.get("content-encoding"),
+            content_length=request.headers.get("content-length"),
             chunks=request.stream(),
         )
 

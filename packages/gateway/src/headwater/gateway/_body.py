@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,11 @@ from ._errors import BadPayload, PayloadTooLarge, RequestTimeout, UnsupportedMed
 
 GZIP_MAGIC = b"\x1f\x8b"
 _json = msgspec.json.Decoder()
+# A `\uD800`-`\uDBFF` escape (not itself escaped: an even run of backslashes before it)
+# that no low surrogate escape follows.
+_LONE_HIGH_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
 
 
 def media_type(content_type: str | None) -> str:
@@ -28,9 +34,16 @@ def require_media(content_type: str | None, allowed: tuple[str, ...]) -> None:
         raise UnsupportedMediaType(f"Content-Type {media!r} is not supported: send {choices}")
 
 
-async def read_body(chunks: AsyncIterator[bytes], *, limit: int, timeout: float) -> bytes:
-    """The whole body, refusing more than `limit` bytes or more than `timeout` seconds."""
+async def read_body(
+    chunks: AsyncIterator[bytes], *, limit: int, timeout: float, declared: str | None = None
+) -> bytes:
+    """The whole body, refusing more than `limit` bytes or more than `timeout` seconds.
 
+    A body whose `Content-Length` (`declared`) is over the limit is refused before a byte
+    of it is read: neither waited for (a length that lies) nor held.
+    """
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
     parts: list[bytes] = []
     size = 0
     try:
@@ -92,11 +105,22 @@ def utf8_problem(text: bytes) -> str | None:
     return None
 
 
+def json_problem(exc: msgspec.DecodeError, text: bytes) -> str:
+    """What msgspec says is wrong with the JSON `text`, but a lone high surrogate escape
+    (`"\\ud800"`), which it reports as truncated input, named as what it is: where the escape
+    ends, as msgspec names a lone low one."""
+    if str(exc) == "Input data was truncated" and (lone := _LONE_HIGH_SURROGATE.search(text)):
+        return f"JSON is malformed: invalid utf-16 surrogate pair (byte {lone.end()})"
+    return str(exc)
+
+
 def decode_json(text: bytes) -> Any:
     """The JSON document of a body; a 400 naming what is wrong with it."""
     try:
         return _json.decode(text)
-    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec: too deep is RecursionError
+    except msgspec.DecodeError as exc:
+        raise BadPayload(f"body is not JSON: {json_problem(exc, text)}") from exc
+    except RecursionError as exc:  # msgspec: too deep is RecursionError
         raise BadPayload(f"body is not JSON: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise BadPayload(f"body is not UTF-8: {utf8_problem(text)}") from exc

@@ -29,7 +29,7 @@ from litestar.types import (
 )
 
 from ._errors import RequestError, Unavailable
-from ._logging import log_access, new_request_id, request_id
+from ._logging import first_values, log_access, new_request_id, request_id
 
 if TYPE_CHECKING:
     from ._app import Handlers
@@ -60,7 +60,7 @@ class NativeFastPath:
         ):
             await self.litestar(scope, receive, send)
             return
-        headers: dict[bytes, bytes] = dict(scope["headers"])
+        headers = first_values(scope["headers"])
         if b"origin" in headers:  # a browser's: Litestar adds the CORS headers
             await self.litestar(scope, receive, send)
             return
@@ -102,6 +102,7 @@ class NativeFastPath:
                 authorization=headers.get(b"authorization", b"").decode("latin-1"),
                 content_type=_text(headers.get(b"content-type")),
                 content_encoding=_text(headers.get(b"content-encoding")),
+                content_length=_text(headers.get(b"content-length")),
                 chunks=_chunks(receive),
             )
         except RequestError as exc:

@@ -8,7 +8,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -46,6 +46,9 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request it sends, URL and query whole, at INFO: the flags proxy's
+    # carry the sender's query, and a write key in it would be logged.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 access_log = logging.getLogger("headwater.gateway.access")
@@ -60,6 +63,15 @@ def new_request_id() -> str:
     return f"{_RID_BASE}{next(_rid_count):016x}"
 
 
+def first_values(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Each header by its first value, as Litestar's `request.headers.get` reads one sent
+    twice: the fast path and Litestar's routes take the same write key from a request."""
+    found: dict[bytes, bytes] = {}
+    for name, value in headers:
+        found.setdefault(name, value)
+    return found
+
+
 def request_id_middleware(
     app: ASGIApp, *, on_response: Callable[[str, int, float], None] | None = None
 ) -> ASGIApp:
@@ -70,7 +82,8 @@ def request_id_middleware(
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64]
+        sent = first_values(scope["headers"]).get(b"x-request-id", b"")
+        incoming = sent.decode("latin-1")[:64]
         rid = incoming or new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()

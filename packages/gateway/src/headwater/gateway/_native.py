@@ -10,9 +10,9 @@ import msgspec
 
 from headwater.sdk import AnyMessage, Batch
 
-from ._body import media_type, utf8_problem
+from ._body import json_problem, media_type, utf8_problem
 from ._errors import BadPayload, UnsupportedMediaType
-from ._events import Columns, Incoming, Invalid, RawBatch, parse_sent_at
+from ._events import Columns, Incoming, Invalid, RawBatch, check_batch_size, parse_sent_at
 
 
 class _Envelope(msgspec.Struct):
@@ -109,6 +109,7 @@ def parse_native(body: bytes, fmt: str) -> Parsed:
     if whole is not None:
         return whole
     envelope = _envelope(body, fmt)
+    check_batch_size(len(envelope.batch))
     items: list[Incoming | Invalid] = [_message(bytes(raw), fmt) for raw in envelope.batch]
     return items, parse_sent_at(envelope.sent_at), envelope.lib
 
@@ -123,6 +124,7 @@ def _whole_json(body: bytes) -> Parsed | None:
     except (msgspec.DecodeError, RecursionError):
         return None
     messages = typed.batch
+    check_batch_size(len(messages))
     properties = [message.properties for message in messages]
     if not _objects(properties):
         return None
@@ -152,6 +154,7 @@ def _whole_msgpack(body: bytes) -> Parsed | None:
         typed: Batch = _msgpack_batch.decode(body)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return None
+    check_batch_size(len(typed.batch))
     raws = _envelope(body, "msgpack").batch
     items: list[Incoming | Invalid] = [
         _incoming(message, _as_json(raw)) for message, raw in zip(typed.batch, raws, strict=True)
@@ -170,7 +173,8 @@ def _envelope(body: bytes, fmt: str) -> _Envelope:
     try:
         envelope: _Envelope = _decoders[fmt][0].decode(body)
     except msgspec.DecodeError as exc:
-        raise BadPayload(f"body is not a {fmt} batch: {exc}") from exc
+        problem = json_problem(exc, body) if fmt == "json" else str(exc)
+        raise BadPayload(f"body is not a {fmt} batch: {problem}") from exc
     except RecursionError as exc:
         raise BadPayload(f"body is not a {fmt} batch: it is nested too deeply") from exc
     except UnicodeDecodeError as exc:  # in a string of the envelope (`lib`, `sent_at`)

@@ -13,7 +13,7 @@ import msgspec
 
 from ._body import GZIP_MAGIC, decode_json, gunzip
 from ._errors import BadPayload, UnsupportedMediaType
-from ._events import Incoming, Invalid, now, parse_sent_at
+from ._events import Incoming, Invalid, check_batch_size, now, parse_sent_at
 
 _encode = msgspec.json.Encoder()
 KEY_FIELDS = ("api_key", "token", "$token")  # where a PostHog SDK names its project key
@@ -69,6 +69,7 @@ def parse_posthog(text: bytes) -> PostHogBody:
         events = document
     else:
         raise BadPayload("body must be a JSON object or array of events")
+    check_batch_size(len(events))
     sent_at = parse_sent_at(envelope.get("sent_at"))
     return PostHogBody(
         api_key=_api_key(envelope, events),

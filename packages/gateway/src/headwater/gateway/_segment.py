@@ -13,7 +13,7 @@ import msgspec
 
 from ._body import decode_json
 from ._errors import BadPayload
-from ._events import Incoming, Invalid, id_from, parse_sent_at
+from ._events import Incoming, Invalid, check_batch_size, id_from, parse_sent_at
 
 _encode = msgspec.json.Encoder()
 
@@ -51,6 +51,7 @@ def parse_segment(text: bytes, *, kind: str | None) -> SegmentBody:
         messages = document.get("batch")
         if not isinstance(messages, list):
             raise BadPayload("a /v1/batch body needs a `batch` array")
+        check_batch_size(len(messages))
     else:
         message = {k: v for k, v in document.items() if k not in ENVELOPE_KEYS}
         messages = [{**message, "type": kind}]
