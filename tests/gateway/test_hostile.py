@@ -555,6 +555,32 @@ def test_duplicate_keys_the_last_names_the_event(
         assert (event, json.loads(properties), read) == ("last", {"a": 2}, [(2,)])
 
 
+def test_msgpack_lengths_that_lie_and_keys_json_cannot_hold(start_gateway: GatewayFactory) -> None:
+    """An array, a string of 4 G elements declared in five bytes: truncated input, not an
+    allocation. A binary property key: that event refused by index, naming it."""
+    gw = start_gateway()
+    packed = {**AUTH, "Content-Type": "application/msgpack"}
+    head = b"\x81\xa5batch"  # {"batch": …
+    huge_array = NATIVE.post(gw, head + b"\xdd\xff\xff\xff\xff", **packed)
+    huge_string = NATIVE.post(
+        gw, head + b"\x91\x82\xa4type\xa5track\xa5event\xdb\xff\xff\xff\xff", **packed
+    )
+    binary_key = _native(neutral())
+    binary_key["properties"] = {b"k": 1}
+    refused = NATIVE.post(gw, msgspec.msgpack.encode({"batch": [binary_key]}), **packed)
+    truncated = {"error": "body is not a msgpack batch: Input data was truncated"}
+    assert (huge_array.status_code, huge_array.json()) == (400, truncated)
+    assert (huge_string.status_code, huge_string.json()) == (400, truncated)
+    assert refused.json()["rejected"] == [
+        {
+            "index": 0,
+            "reason": "Expected `str`, got `bytes` - at `key` in `$.properties`",
+            "event_id": binary_key["event_id"],
+        }
+    ]
+    assert count(gw) == 0
+
+
 # -- a huge number of events in one batch --------------------------------------------------
 
 
