@@ -542,9 +542,7 @@ def test_duplicate_keys_the_last_names_the_event(
     functions read the first; PostHog and Segment keep the last (RELIABILITY.md: open)."""
     gw = start_gateway()
     sent = neutral(name="@", n=0)
-    body = family.body([sent])
-    name = {"native": b'"event": ', "posthog": b'"event": ', "segment": b'"event": '}[family.name]
-    body = body.replace(name + b'"@"', name + b'"first", ' + name + b'"last"')
+    body = family.body([sent]).replace(b'"event": "@"', b'"event": "first", "event": "last"')
     body = body.replace(b'{"n": 0}', b'{"a": 1, "a": 2}')
     assert family.post(gw, body).json()["accepted"] == 1
     (event, _, properties) = stored_text(gw)[sent["id"]]
@@ -753,26 +751,26 @@ def test_a_header_block_over_64_kib_is_refused_before_it_is_buffered(
             + body
         )
         answer = conn.response()
-    assert answer.status in (400, 431)
+    assert (answer.status, answer.body) == (400, b"Invalid HTTP request received.")
+
+
+BEARERS = (f"Bearer {WRITE_KEY}", "Bearer nope")
 
 
 @pytest.mark.parametrize(
-    ("path", "family", "keys"),
+    ("family", "keys", "fast_path"),
     [
-        pytest.param("/v1/events", NATIVE, ("Bearer test-key", "Bearer nope"), id="fast-path"),
-        pytest.param("/v1/events", NATIVE, ("Bearer test-key", "Bearer nope"), id="litestar"),
-        pytest.param("/v1/batch", SEGMENT, (BASIC, BASIC_UNKNOWN), id="segment"),
+        pytest.param(NATIVE, BEARERS, True, id="fast-path"),
+        pytest.param(NATIVE, BEARERS, False, id="litestar"),
+        pytest.param(SEGMENT, (BASIC, BASIC_UNKNOWN), True, id="segment"),
     ],
 )
 def test_an_authorization_header_sent_twice_counts_by_its_first_value(
-    start_gateway: GatewayFactory,
-    request: pytest.FixtureRequest,
-    path: str,
-    family: Family,
-    keys: tuple[str, str],
+    start_gateway: GatewayFactory, family: Family, keys: tuple[str, str], fast_path: bool
 ) -> None:
     """The fast path read the last, Litestar's routes the first: one answer now."""
-    gw = start_gateway(fast_path=request.node.callspec.id != "litestar")
+    gw = start_gateway(fast_path=fast_path)
+    path = family.path
     known, unknown = keys
 
     def send(*values: str) -> httpx.Response:
