@@ -125,7 +125,7 @@ def test_unknown_write_key_is_a_401_naming_it(start_gateway: GatewayFactory) -> 
 def test_migrations_are_versioned_and_idempotent(clickhouse: ClickHouse) -> None:
     db = clickhouse.sharing(database="hw_migrations")
     db.command("DROP DATABASE IF EXISTS hw_migrations")
-    assert migrate(db) == [1, 2, 3]
+    assert migrate(db) == [1, 2, 3, 4]
     assert migrate(db) == []
     assert db.rows(
         "SELECT version, name FROM hw_migrations.schema_migrations FINAL ORDER BY version"
@@ -133,7 +133,16 @@ def test_migrations_are_versioned_and_idempotent(clickhouse: ClickHouse) -> None
         (1, "events"),
         (2, "ingest_errors"),
         (3, "events merge selector"),
+        (4, "forwarding"),
     ]
+    assert db.rows(
+        "SELECT name, type_full, expr FROM system.data_skipping_indices"
+        " WHERE database = 'hw_migrations'"
+    ) == [("inserted_at_minmax", "minmax", "inserted_at")]
+    assert db.rows(
+        "SELECT name, sorting_key FROM system.tables WHERE database = 'hw_migrations'"
+        " AND name LIKE 'forward%' ORDER BY name"
+    ) == [("forward_cursors", "project"), ("forward_dead_letters", "project, failed_at, event_id")]
     (engine,) = db.rows(
         "SELECT engine_full FROM system.tables WHERE database = 'hw_migrations' AND name = 'events'"
     )[0]
@@ -155,8 +164,30 @@ def test_a_server_keeps_its_merge_selector() -> None:
 
 
 def test_cluster_migrations_use_replicated_and_distributed_tables() -> None:
-    (_, _, events), (_, _, errors), (_, _, merges) = migrations("hw", cluster="prod")
+    (_, _, events), (_, _, errors), (_, _, merges), (_, _, forwarding) = migrations(
+        "hw", cluster="prod"
+    )
     assert merges == []
+    cursors, letters, index, materialize, cursors_shared, letters_shared = forwarding
+    assert "CREATE TABLE IF NOT EXISTS hw.forward_cursors_local ON CLUSTER 'prod'" in cursors
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/hw/forward_cursors_local',"
+        " '{replica}', inserted_at)" in cursors
+    )
+    assert "ReplicatedMergeTree(" in letters
+    assert index == (
+        "ALTER TABLE hw.events_local ON CLUSTER 'prod' ADD INDEX IF NOT EXISTS"
+        " inserted_at_minmax inserted_at TYPE minmax GRANULARITY 1"
+    )
+    assert materialize == (
+        "ALTER TABLE hw.events_local ON CLUSTER 'prod' MATERIALIZE INDEX inserted_at_minmax"
+    )
+    assert cursors_shared == (
+        "CREATE TABLE IF NOT EXISTS hw.forward_cursors ON CLUSTER 'prod'"
+        " AS hw.forward_cursors_local"
+        " ENGINE = Distributed('prod', hw, forward_cursors_local, cityHash64(project))"
+    )
+    assert letters_shared.endswith("forward_dead_letters_local, rand())")
     assert "CREATE TABLE IF NOT EXISTS hw.events_local ON CLUSTER 'prod'" in events[0]
     zoo = "'/clickhouse/tables/{shard}/hw/events_local', '{replica}'"
     assert f"ENGINE = ReplicatedReplacingMergeTree({zoo}, inserted_at)" in events[0]
