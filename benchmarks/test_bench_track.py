@@ -10,12 +10,16 @@ thread sleeps throughout: like posthog with `send=False`, nothing is sent while 
 caller is timed. After the run each test checks that every call was accepted (nothing
 dropped), so that a full queue cannot flatter our figure. `test_headwater_track_delivering`
 measures the same call while the consumer delivers to a receiver in another process.
+`test_headwater_track_spooled` and `test_headwater_capture_spooled` time the calls with the
+durable spool on (`spool_dir` under pytest's tmp_path): each call writes its event to a
+segment file before it returns.
 Without `--benchmark-enable` (the default in `addopts`) each test makes one call: a smoke test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import posthog
@@ -61,19 +65,40 @@ def _assert_all_queued(client: Client, calls: int) -> None:
     assert stats.enqueued == stats.queued == calls, stats
 
 
-@pytest.fixture
-def idle_client() -> Iterator[Client]:
-    """A client whose consumer sleeps: room for every call, no batch ever full, no timer."""
-    options = ClientOptions(
+def _assert_all_spooled(client: Client, calls: int) -> None:
+    stats = client.stats()
+    assert stats.dropped == 0, stats
+    assert stats.enqueued == stats.spooled == calls, stats
+    assert stats.queued == 0, stats
+
+
+def _idle_options(**changes: Any) -> ClientOptions:
+    """Room for every call, no batch ever full, no timer: the consumer sleeps throughout."""
+    return ClientOptions(
         max_queue_events=2 * CALLS,
         max_queue_bytes=GIB,
         max_batch_events=2 * CALLS,
         max_batch_bytes=GIB,
         flush_interval=3600,
+        **changes,
     )
-    client = Client("bench-write-key", host=closed_port_url(), options=options)
+
+
+@pytest.fixture
+def idle_client() -> Iterator[Client]:
+    """A client whose consumer sleeps: room for every call, no batch ever full, no timer."""
+    client = Client("bench-write-key", host=closed_port_url(), options=_idle_options())
     yield client
     client.shutdown(timeout=0)  # the queued events are thrown away: the test counted them
+
+
+@pytest.fixture
+def spooled_client(tmp_path: Path) -> Iterator[Client]:
+    """An idle client with the durable spool on: every call appends to a segment file."""
+    options = _idle_options(spool_dir=tmp_path / "spool", spool_max_bytes=GIB)
+    client = Client("bench-write-key", host=closed_port_url(), options=options)
+    yield client
+    client.shutdown(timeout=0)  # the spooled events stay on disk, in pytest's tmp_path
 
 
 @pytest.fixture
@@ -100,6 +125,22 @@ def test_headwater_capture(benchmark: BenchmarkFixture, idle_client: Client) -> 
         benchmark, idle_client.capture, EVENT_NAME, distinct_id=DISTINCT_ID, properties=PROPERTIES
     )
     _assert_all_queued(idle_client, calls)
+
+
+def test_headwater_track_spooled(benchmark: BenchmarkFixture, spooled_client: Client) -> None:
+    calls = _run(benchmark, spooled_client.track, ORDER, distinct_id=DISTINCT_ID)
+    _assert_all_spooled(spooled_client, calls)
+
+
+def test_headwater_capture_spooled(benchmark: BenchmarkFixture, spooled_client: Client) -> None:
+    calls = _run(
+        benchmark,
+        spooled_client.capture,
+        EVENT_NAME,
+        distinct_id=DISTINCT_ID,
+        properties=PROPERTIES,
+    )
+    _assert_all_spooled(spooled_client, calls)
 
 
 def test_posthog_capture(benchmark: BenchmarkFixture, posthog_client: Any) -> None:

@@ -1,16 +1,21 @@
 """Child process: a client with a spool whose gateway is down.
 
 `python spool_offline.py HOST SPOOL_DIR TIMESTAMP ID... [--max-bytes N] [--on-full POLICY]
-[--then exit|hang]`, run by tests/sdk/test_process.py. Every event is captured at TIMESTAMP
-(ISO 8601) so that all have the same encoded size, and is in the spool when its call
-returns. Then `flush(timeout=0)` wakes the consumer, which reads a batch and tries to send
-it. Once that attempt failed, the child prints `stats()` as one JSON line, then exits (its
-exit hook releases the spool for the next process) or hangs until the test kills it.
+[--file-limit BYTES] [--then exit|hang]`, run by tests/sdk/test_process.py and
+test_spool.py. Every event is captured at TIMESTAMP (ISO 8601) so that all have the same
+encoded size, and is in the spool when its call returns. Then `flush(timeout=0)` wakes the
+consumer, which reads a batch and tries to send it. Once that attempt failed, the child
+prints `stats()` as one JSON line, then exits (its exit hook releases the spool for the
+next process) or hangs until the test kills it. `--file-limit` lets this process write
+files of at most BYTES bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails as on
+a full disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import signal
 import sys
 import time
 from datetime import datetime
@@ -31,12 +36,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("ids", nargs="+")
     parser.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024)
     parser.add_argument("--on-full", default="drop_newest")
+    parser.add_argument("--file-limit", type=int)
     parser.add_argument("--then", choices=["exit", "hang"], default="exit")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.file_limit is not None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (args.file_limit, args.file_limit))
     options = ClientOptions(
         spool_dir=args.spool,
         spool_max_bytes=args.max_bytes,
