@@ -9,12 +9,11 @@ time is ClickHouse's own on both sides, so the gateways' clocks do not matter.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import NamedTuple
 
 import msgspec
 
-from headwater.modeler import ClickHouse, millis
+from headwater.modeler import ClickHouse
 
 from ._clickhouse import CURSOR_COLUMNS, FORWARD_DEAD_LETTER_COLUMNS
 
@@ -27,21 +26,24 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Cursor(NamedTuple):
-    """A place in a project's stored events: everything up to it has been forwarded."""
+    """A place in a project's stored events: everything up to it has been forwarded.
+    Its time is ClickHouse's text for a DateTime64(3) in UTC: `2026-12-01 09:30:00.250`."""
 
-    inserted_at: datetime
+    inserted_at: str
     event_id: str
 
 
 class StoredEvent(NamedTuple):
-    """One row of `events`, as the forwarder needs it."""
+    """One row of `events`, as the forwarder needs it (times as ClickHouse writes a
+    DateTime64(3) in UTC: `2026-12-01 09:30:00.250`; Python's datetimes cost more than the
+    rest of the row)."""
 
     event_id: str
     event: str
     distinct_id: str
-    timestamp: datetime
+    timestamp: str
     properties: str
-    inserted_at: datetime
+    inserted_at: str
 
     @property
     def cursor(self) -> Cursor:
@@ -77,27 +79,29 @@ class ForwardStore:
     def cursors(self) -> dict[str, Cursor]:
         """Every project's cursor, and the epoch (key `EPOCH`) once there is one."""
         found = self._ch.rows(
-            f"SELECT project, max((inserted_at, event_id)) FROM {self._db}.forward_cursors"  # noqa: S608
+            "SELECT project, toString(max((inserted_at, event_id)).1),"  # noqa: S608
+            f" toString(max((inserted_at, event_id)).2) FROM {self._db}.forward_cursors"
             " GROUP BY project"
         )
-        return {project: Cursor(at, str(event_id)) for project, (at, event_id) in found}
+        return {project: Cursor(at, event_id) for project, at, event_id in found}
 
     def begin(self) -> Cursor:
         """Write the epoch (now, in ClickHouse's clock); return it."""
-        now = self._ch.value("SELECT now64(3)")
+        now = self._ch.value("SELECT toString(now64(3))")
         epoch = Cursor(now, NIL_ID)
         self.advance(EPOCH, epoch)
         return epoch
 
     def advance(self, project: str, cursor: Cursor) -> None:
         """Record that `project`'s events up to `cursor` are forwarded."""
-        line = _encode([project, millis(cursor.inserted_at), cursor.event_id])
+        line = _encode([project, cursor.inserted_at, cursor.event_id])
         self._ch.insert_lines("forward_cursors", CURSOR_COLUMNS, line + b"\n")
 
     def after(self, project: str, cursor: Cursor, limit: int) -> list[StoredEvent]:
         """Up to `limit` of `project`'s settled rows past `cursor`, oldest first."""
         found = self._ch.rows(
-            "SELECT toString(event_id), event, distinct_id, timestamp, properties, inserted_at"  # noqa: S608
+            "SELECT toString(event_id), event, distinct_id, toString(timestamp), properties,"  # noqa: S608
+            " toString(inserted_at)"
             f" FROM {self._db}.events WHERE {self._past_cursor}"
             f" ORDER BY inserted_at, event_id LIMIT {int(limit)}",
             self._parameters(project, cursor),
@@ -126,8 +130,8 @@ class ForwardStore:
                     d.row.event_id,
                     d.row.event,
                     d.row.distinct_id,
-                    millis(d.row.timestamp),
-                    millis(d.row.inserted_at),
+                    d.row.timestamp,
+                    d.row.inserted_at,
                     d.status,
                     d.reason,
                     d.message,
@@ -150,4 +154,4 @@ class ForwardStore:
 
     @staticmethod
     def _parameters(project: str, cursor: Cursor) -> dict[str, str]:
-        return {"project": project, "at": millis(cursor.inserted_at), "id": cursor.event_id}
+        return {"project": project, "at": cursor.inserted_at, "id": cursor.event_id}

@@ -1,8 +1,10 @@
 """Forwarding stored events to PostHog, at least once, from ClickHouse.
 
-A thread reads each forwarded project's events past its cursor, oldest first, a batch at
-a time (`ForwardStore`); posts the batch with the events' own uuids (PostHog collapses
-repeats of a uuid); and moves the cursor only once PostHog took it. A batch PostHog cannot
+A thread reads each forwarded project's events past its cursor, oldest first, up to
+`READ_BATCHES` batches at a time (one scan of the rows past the cursor per read, not per
+batch: `ForwardStore`); posts them a batch at a time with the events' own uuids (PostHog
+collapses repeats of a uuid); and moves the cursor past a batch only once PostHog took it
+(written to ClickHouse after each read's batches). A batch PostHog cannot
 take now (down, 5xx, 408, 429, the network) is posted again after a full-jitter backoff
 (or PostHog's Retry-After), for as long as it takes: the cursor waits, so nothing is
 skipped, and a restart resumes where it stood. A batch refused for good (another 4xx) is
@@ -16,9 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, NamedTuple
-
-import msgspec
+from typing import NamedTuple
 
 from headwater.modeler import ClickHouse
 from headwater.sdk._retry import backoff_delay
@@ -26,15 +26,14 @@ from headwater.sdk._retry import backoff_delay
 from ._forward_store import EPOCH, Cursor, DeadLetter, ForwardStore, StoredEvent
 from ._lease import Lease, RedisLease, SoleLease
 from ._metrics import ForwardMetrics
-from ._posthog_batch import Answer, Post, post_batch, posthog_message, posthog_post
+from ._posthog_batch import Answer, Capture, PostHogBatches, capture, encode
 from ._settings import PostHogRoutes, PostHogTarget, Settings
 
 logger = logging.getLogger("headwater.gateway")
 
 BACKOFF_BASE_SECONDS = 0.5
+READ_BATCHES = 40  # batches of rows read from ClickHouse at once
 LAG_EVERY_SECONDS = 5.0  # how often the lag gauges are measured (one query per project)
-
-_encode = msgspec.json.Encoder().encode
 
 
 class Pace(NamedTuple):
@@ -50,7 +49,7 @@ DEFAULT_PACE = Pace()
 
 class _Message(NamedTuple):
     row: StoredEvent
-    body: dict[str, Any]
+    capture: Capture
 
 
 class Forwarder:
@@ -64,14 +63,13 @@ class Forwarder:
         lease: Lease,
         metrics: ForwardMetrics,
         pace: Pace = DEFAULT_PACE,
-        post: Post = posthog_post,
     ) -> None:
         self._store = store
         self._routes = routes
         self._lease = lease
         self._metrics = metrics
         self._pace = pace
-        self._post = post
+        self._posthog = PostHogBatches()
         self._cursors: dict[str, Cursor] | None = None  # None: read them before going on
         self._stopping = threading.Event()
         self._outage = 0  # failed posts in a row
@@ -89,6 +87,7 @@ class Forwarder:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._lease.release()
+        self._posthog.close()
         self._metrics.leader.set(0)
 
     def drain(self) -> int:
@@ -142,12 +141,20 @@ class Forwarder:
     def _forward_batch(
         self, project: str, target: PostHogTarget, cursors: dict[str, Cursor]
     ) -> int:
-        rows = self._store.after(project, cursors[project], self._pace.batch_size)
-        if not rows or not self._deliver(project, target, rows):
-            return 0
-        cursors[project] = rows[-1].cursor
-        self._store.advance(project, cursors[project])
-        return len(rows)
+        """Read up to `READ_BATCHES` batches past the cursor and post them in order; the
+        cursor moves past each one PostHog took or refused for good (written once)."""
+        size = self._pace.batch_size
+        rows = self._store.after(project, cursors[project], size * READ_BATCHES)
+        handled = 0
+        for first in range(0, len(rows), size):
+            batch = rows[first : first + size]
+            if not self._deliver(project, target, batch):
+                break
+            handled += len(batch)
+        if handled:
+            cursors[project] = rows[handled - 1].cursor
+            self._store.advance(project, cursors[project])
+        return handled
 
     def _deliver(self, project: str, target: PostHogTarget, rows: list[StoredEvent]) -> bool:
         """Post `rows` until PostHog took or refused each; False when stopped on the way."""
@@ -156,7 +163,7 @@ class Forwarder:
         sent = 0
         while pending:
             chunk = pending.pop(0)
-            answer = self._post_until_answered(target, [m.body for m in chunk])
+            answer = self._post_until_answered(target, [m.capture for m in chunk])
             if answer is None:
                 return False
             if answer.sent:
@@ -171,14 +178,12 @@ class Forwarder:
             self._bury(project, letters)
         return True
 
-    def _post_until_answered(
-        self, target: PostHogTarget, bodies: list[dict[str, Any]]
-    ) -> Answer | None:
+    def _post_until_answered(self, target: PostHogTarget, batch: list[Capture]) -> Answer | None:
         """PostHog's answer once it took or refused the batch; None when stopped (or the
         lease went elsewhere) while it was away."""
         attempt = 0
         while not self._stopping.is_set() and self._hold():
-            answer = post_batch(self._post, target.host, target.api_key, bodies)
+            answer = self._posthog.post(target, batch)
             if answer.sent or answer.final or answer.too_large:
                 self._recovered()
                 return answer
@@ -229,14 +234,14 @@ def _messages(rows: list[StoredEvent]) -> tuple[list[_Message], list[DeadLetter]
     messages, letters = [], []
     for row in rows:
         try:
-            messages.append(_Message(row, posthog_message(row)))
+            messages.append(_Message(row, capture(row)))
         except ValueError as exc:
             letters.append(DeadLetter(row, 0, str(exc), row.properties))
     return messages, letters
 
 
 def _buried(message: _Message, answer: Answer) -> DeadLetter:
-    return DeadLetter(message.row, answer.status, answer.reason, _encode(message.body).decode())
+    return DeadLetter(message.row, answer.status, answer.reason, encode(message.capture))
 
 
 def _kind(status: int) -> str:
@@ -250,8 +255,6 @@ def forwarder_for(
     settings: Settings,
     clickhouse: ClickHouse,
     metrics: ForwardMetrics,
-    *,
-    post: Post = posthog_post,
 ) -> Forwarder:
     """The forwarder `settings` describe, over `clickhouse`'s database: its lease in Redis
     when there is one (keyed by the database), else held alone."""
@@ -271,4 +274,4 @@ def forwarder_for(
     )
     store = ForwardStore(clickhouse, settle=settings.forward_settle_seconds)
     routes = PostHogRoutes(settings)
-    return Forwarder(store, routes, lease=lease, metrics=metrics, pace=pace, post=post)
+    return Forwarder(store, routes, lease=lease, metrics=metrics, pace=pace)

@@ -29,7 +29,6 @@ from ._forwarder import Forwarder, forwarder_for
 from ._ingest import Ingestor
 from ._metrics import Metrics
 from ._plan import PlanEnforcer
-from ._posthog_batch import Post, posthog_post
 from ._settings import PostHogRoutes, Settings
 from ._sink import ClickHouseSink
 
@@ -48,7 +47,6 @@ class Gateway:
         *,
         clickhouse: ClickHouse | None = None,
         dedupe: DedupeStore | None = None,
-        posthog: Post = posthog_post,
     ) -> None:
         self.settings = settings
         # the event times stored: every request's context takes its bounds from it
@@ -58,7 +56,6 @@ class Gateway:
         self._clickhouse = clickhouse
         self.dedupe = dedupe or _dedupe_store(settings)
         self.routes = PostHogRoutes(settings)
-        self._posthog = posthog
         self.forwarder: Forwarder | None = None  # started with the gateway, when it forwards
         # A flags request goes to the PostHog its project's events go to (none: no flags).
         timeout = settings.posthog_flags_timeout_seconds
@@ -122,7 +119,7 @@ class Gateway:
             plans=self.plans,
         )
         if self.routes.enabled and s.forward_in_process:
-            self.forwarder = forwarder_for(s, clickhouse, self.metrics.forward, post=self._posthog)
+            self.forwarder = forwarder_for(s, clickhouse, self.metrics.forward)
             self.forwarder.start()
         self._lag_probe = asyncio.get_running_loop().create_task(
             self.metrics.watch_loop(), name="loop-lag"

@@ -2,7 +2,7 @@
 active users, retention cohorts and funnels, incrementally and idempotently."""
 
 from ._alerts import CheckOutcome
-from ._clickhouse import ClickHouse, millis, redact
+from ._clickhouse import ClickHouse, redact
 from ._config import (
     Accuracy,
     AnyCheck,
@@ -80,7 +80,6 @@ __all__ = [
     "alert_dispatcher",
     "gateway_totals",
     "healthy",
-    "millis",
     "pipeline_health",
     "redact",
     "run_checks",
