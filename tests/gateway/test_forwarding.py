@@ -4,10 +4,13 @@ loopback speaking PostHog's /batch/ API)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -315,3 +318,21 @@ def test_what_was_stored_before_forwarding_began_is_not_sent(
         posthog.wait_for(3)
         until(lambda: lag(after) == (0.0, 0.0))
     assert sorted(uuids(posthog)) == sorted(sent)
+
+
+def test_headwater_forward_without_a_posthog_says_so(tmp_path: Path) -> None:
+    environment = {
+        "PATH": str(Path(sys.executable).parent),
+        "HEADWATER_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "HEADWATER_WRITE_KEYS": "k:shop",
+    }
+    command = [str(Path(sys.executable).with_name("headwater")), "forward", "--once"]
+    done = subprocess.run(
+        command, env=environment, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (
+        2,
+        "error: nothing to forward: HEADWATER_POSTHOG_HOST is unset",
+        "",
+    )
+    assert not (tmp_path / "clickhouse").exists()  # nothing created
