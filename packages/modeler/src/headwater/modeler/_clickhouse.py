@@ -118,6 +118,11 @@ class ClickHouse:
         }
         if token is not None:
             settings["insert_deduplication_token"] = token
+        if self.cluster:
+            # A Distributed table answers once every shard has its rows, not once they
+            # are queued on this node: acknowledged means stored, and the forwarder's
+            # `inserted_at` order holds (it reads rows only once they are visible).
+            settings["insert_distributed_sync"] = 1
         if self.embedded:
             settings.update(EMBEDDED_INSERT_SETTINGS)
         with self._lock:
