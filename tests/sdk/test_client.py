@@ -600,5 +600,13 @@ def test_bad_options_are_named(options: dict[str, Any], message: str) -> None:
 def test_clients_refuse_impossible_setups(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="write_key is empty"):
         Client("")
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    with pytest.raises(ConfigError) as unusable:
+        Client("k", options=ClientOptions(spool_dir=taken))
+    assert (
+        str(unusable.value)
+        == f"spool_dir {str(taken)!r} cannot be used: [Errno 17] File exists: {str(taken)!r}"
+    )
     with pytest.raises(ConfigError, match="sync_mode sends at once and keeps no spool"):
         Client("k", sync_mode=True, options=ClientOptions(spool_dir=tmp_path))

@@ -267,7 +267,9 @@ class Spool:
         if items:
             return positions, items
         with self._lock:
-            return self._retry.popleft() if self._retry else ([], [])
+            if self._retry and self._closed_count is None:
+                return self._retry.popleft()
+            return [], []
 
     def _read(
         self, max_events: int, max_bytes: int, *, first: bool
@@ -275,7 +277,7 @@ class Spool:
         """Records from the cursor within one segment; None when everything was read."""
         with self._lock:
             start = self._cursor
-            if start >= self._log_end:
+            if start >= self._log_end or self._closed_count is not None:
                 return None
             segment = self._segment_at(start)
             offset = start - segment.base
@@ -318,6 +320,8 @@ class Spool:
     def ack(self, positions: list[int]) -> None:
         """These records were delivered or given up on: they leave the spool."""
         with self._lock:
+            if self._closed_count is not None:
+                return  # a sender that outlived shutdown: the next process sends them again
             self._settle(positions)
             self._collect()
 
@@ -325,6 +329,8 @@ class Spool:
         """Give a batch back for a later retry; returns the positions out of attempts (gone)."""
         with self._lock:
             spent: set[int] = set()
+            if self._closed_count is not None:
+                return spent
             for position in positions if count_attempt else ():
                 attempts = self._attempts.get(position, 0) + 1
                 self._attempts[position] = attempts
