@@ -152,9 +152,12 @@ class Spool:
         with self._lock:
             if self._closed_count is not None:
                 raise SpoolFull("the spool is closed")
-            if self._waiting_bytes + size > self._max_bytes:
-                self._make_room(size)
-            self._write(record)
+            try:
+                if self._waiting_bytes + size > self._max_bytes:
+                    self._make_room(size)
+                self._write(record)
+            except OSError as exc:  # reading a record to evict, creating a segment, ...
+                raise SpoolFull(f"cannot write to the spool: {exc}") from exc
             self._waiting += 1
             self._waiting_bytes += size
             self._unread += 1
@@ -170,10 +173,7 @@ class Spool:
         segment = self._active
         if segment is None or (segment.end and segment.end + len(record) > self._segment_bytes):
             segment = self._open_segment()
-        try:
-            written = os.write(segment.write_fd, record)
-        except OSError as exc:
-            raise SpoolFull(f"cannot write to the spool: {exc}") from exc
+        written = os.write(segment.write_fd, record)
         if written != len(record):
             self._undo_short_write(segment)
             raise SpoolFull(
@@ -187,10 +187,7 @@ class Spool:
             self._seal(self._active)
         number = self._next_number
         path = segment_path(self.directory, self._own.name, number)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        except OSError as exc:
-            raise SpoolFull(f"cannot create a spool segment: {exc}") from exc
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         self._next_number += 1
         segment = Segment(
             self._own.name, number, path, self._log_end, 0, 0, foreign=False, write_fd=fd
@@ -372,21 +369,27 @@ class Spool:
     # -- deleting what is settled ----------------------------------------------
 
     def _collect(self) -> None:
-        """Delete settled segments; save each writer's progress; drop adopted writers done."""
+        """Delete settled segments; save each writer's progress; drop adopted writers done.
+
+        A file error here only delays the clean-up (or, for a progress not saved, makes a
+        restart send some settled events again): it is logged, never raised to a caller.
+        """
         pending = sorted(self._outstanding)
-        for segment in list(self._segments):
-            if segment.sealed and segment is not self._reading and self._done(segment, pending):
-                self._segments.remove(segment)
-                segment.close()
-                with contextlib.suppress(FileNotFoundError):
-                    segment.path.unlink()
-        for name, lock in list(self._writers.items()):
-            progress = self._progress(name, pending)
-            if progress is not None:
-                lock.save(progress)
-            elif name != self._own.name:
-                lock.remove()
-                del self._writers[name]
+        try:
+            for segment in list(self._segments):
+                if segment.sealed and segment is not self._reading and self._done(segment, pending):
+                    self._segments.remove(segment)
+                    segment.close()
+                    segment.path.unlink(missing_ok=True)
+            for name, lock in list(self._writers.items()):
+                progress = self._progress(name, pending)
+                if progress is not None:
+                    lock.save(progress)
+                elif name != self._own.name:
+                    lock.remove()
+                    del self._writers[name]
+        except OSError as exc:
+            logger.warning("spool: cleaning up %s failed: %s", self.directory, exc)
 
     def _done(self, segment: Segment, pending: list[int]) -> bool:
         if segment.last > self._cursor:
@@ -431,12 +434,20 @@ class Spool:
         ):
             return
         self._adopted_at = now
-        for writer, numbers in sorted(list_writers(self.directory).items()):
+        try:
+            writers = sorted(list_writers(self.directory).items())
+        except OSError as exc:
+            logger.warning("spool: cannot list %s: %s", self.directory, exc)
+            return
+        for writer, numbers in writers:
             if writer in self._writers or not self._has_room_for(writer, numbers):
                 continue
-            lock = WriterLock.adopt(self.directory, writer)
-            if lock is not None:
-                self._take_over(lock)
+            try:
+                lock = WriterLock.adopt(self.directory, writer)
+                if lock is not None:
+                    self._take_over(lock)
+            except OSError as exc:  # left for a later look, by this process or another
+                logger.warning("spool: cannot take over writer %s: %s", writer, exc)
 
     def _has_room_for(self, writer: str, numbers: list[int]) -> bool:
         if not self._waiting_bytes:
@@ -449,9 +460,26 @@ class Spool:
 
     def _take_over(self, lock: WriterLock) -> None:
         """Register the segments of a writer whose lock this process just took."""
+        found: list[tuple[Segment, int]] = []
+        try:
+            self._scan_writer(lock, found)
+        except OSError:
+            for segment, _ in found:
+                segment.close()
+            lock.release()
+            raise
+        with self._lock:
+            if self._active is not None:
+                self._seal(self._active)  # the adopted records go after this process's own
+            for segment, records in found:
+                self._add_adopted(segment, records)
+            self._writers[lock.name] = lock
+            self._collect()
+
+    def _scan_writer(self, lock: WriterLock, found: list[tuple[Segment, int]]) -> None:
+        """Open and check each segment of `lock`'s writer from its progress on, into `found`."""
         progress = lock.progress()
         foreign = encoding_of(lock.name) != self._encoding
-        found: list[tuple[Segment, int]] = []
         for number in list_writers(self.directory).get(lock.name, []):
             path = segment_path(self.directory, lock.name, number)
             if number < progress.segment:
@@ -461,13 +489,6 @@ class Spool:
             opened = _open_adopted(lock.name, number, path, start, foreign)
             if opened is not None:
                 found.append(opened)
-        with self._lock:
-            if self._active is not None:
-                self._seal(self._active)  # the adopted records go after this process's own
-            for segment, records in found:
-                self._add_adopted(segment, records)
-            self._writers[lock.name] = lock
-            self._collect()
 
     def _add_adopted(self, segment: Segment, records: int) -> None:
         segment.base = self._log_end - segment.start
@@ -519,7 +540,11 @@ def _open_adopted(
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    found = scan(fd, start)
+    try:
+        found = scan(fd, start)
+    except OSError:
+        os.close(fd)
+        raise
     if found.end < found.size:
         logger.warning(
             "spool: skipped %d bytes at the end of %s, a record cut short when its process"
