@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +263,40 @@ def test_a_second_process_sends_only_its_own_events_until_the_first_dies(
     # Once the first is dead, the next process to open the spool sends what it left.
     assert [m.event_id for m in receiver.messages] == second + first
     assert (report.flushed, report.stats.sent, report.stats.spooled) == (True, 5, 0)
+    assert spool_files(tmp_path) == []
+
+
+def test_a_live_process_takes_over_what_a_dead_one_left(
+    receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
+) -> None:
+    # The live process looks for dead writers as it delivers, every 5 s at most: its
+    # flushes send its own event at once, and the dead process's once it has looked.
+    left = [event_id(9, n) for n in range(4)]
+    own = event_id(10, 0)
+    command = [sys.executable, str(SCRIPTS / "spool_offline.py"), dead_gateway, str(tmp_path)]
+    command += [WHEN.isoformat(), *left, "--then", "hang"]
+    options = ClientOptions(spool_dir=tmp_path, flush_interval=60.0)
+    with (
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as writer,
+        Client("test-key", host=receiver.url, options=options) as hw,
+    ):
+        assert writer.stdout is not None
+        assert writer.stdout.readline(), "the other process never reported"
+        assert capture_offline(hw, [own]) == [own]
+        writer.kill()
+        writer.communicate(timeout=CHILD_TIMEOUT)
+        flushes = 0
+        while len(receiver.messages) < 5:
+            assert flushes < 40, "the dead process's events were never sent"
+            assert hw.flush(timeout=10) is True
+            flushes += 1
+            time.sleep(0.25)
+        stats = hw.stats()
+
+    assert [m.event_id for m in receiver.messages] == [own, *left]
+    assert (stats.sent, stats.spooled, stats.enqueued) == (5, 0, 1)
     assert spool_files(tmp_path) == []
 
 
