@@ -29,6 +29,7 @@ from .slow_proxy import SlowProxy
 
 POSTHOG_API_KEY = "phc_faults"
 FORWARD_POLL_SECONDS = 0.2
+FORWARD_WAIT_SECONDS = 90.0  # for the last events to reach PostHog before the gateway stops
 
 
 class ForwardTarget(Protocol):
@@ -150,6 +151,9 @@ class FaultRun:
     def finish(self) -> Outcome:
         """Stop the application (it flushes), then the gateway; count what was stored."""
         last = self.app.finish()
+        tracked = frozenset(i for app in self.apps for i in app.ids())
+        if self.forwarding is not None:
+            self.forwarding.wait_for(tracked, FORWARD_WAIT_SECONDS)
         code = self.gateway.stop()
         assert code == 0, f"the gateway exited with {code}:\n{self.gateway.log_tail()}"
         seconds = time.monotonic() - self._started
@@ -167,7 +171,7 @@ class FaultRun:
                     )
         return Outcome(
             scenario=self.scenario,
-            tracked=frozenset(i for app in self.apps for i in app.ids()),
+            tracked=tracked,
             refused=sum(p.refused for app in self.apps if (p := app.latest()) is not None),
             stored=Stored.read(self.gateway.chdb_dir),
             faults=list(self.faults),
@@ -228,6 +232,14 @@ class ForwardWatch:
             when = datetime.fromisoformat(str(event["timestamp"])).timestamp()
             self.peak = max(self.peak, now - when)
         self._seen = len(events)
+
+    def wait_for(self, ids: frozenset[str], timeout: float) -> None:
+        """Until every one of `ids` was forwarded, or `timeout` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ids <= {str(event["uuid"]) for event in self._target.events}:
+                return
+            time.sleep(1.0)
 
     def result(self) -> tuple[Counter[str], float]:
         """(uuid → times received, the peak lag in seconds) once forwarding is over."""
