@@ -191,7 +191,18 @@ def test_a_restart_after_everything_was_delivered_sends_nothing(
 # -- a record cut short ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["cut", "garbled"])
+SEGMENT_BYTES = 4 * 1024 * 1024  # a segment of a spool with the default spool_max_bytes
+
+
+# Where in the last record (from its start) which bytes are written, and what that stands for.
+DAMAGES = {
+    "header not written": (0, bytes(RECORD_HEADER)),  # killed between body and header
+    "header half written": (4, bytes(4)),  # killed inside the header's copy
+    "body garbled": (RECORD_HEADER + 3, b"#"),  # a power cut
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_a_torn_last_record_is_skipped_and_the_rest_sent(
     receiver: LoopbackReceiver,
     dead_gateway: str,
@@ -199,19 +210,17 @@ def test_a_torn_last_record_is_skipped_and_the_rest_sent(
     caplog: pytest.LogCaptureFixture,
     damage: str,
 ) -> None:
-    # A process killed in the middle of its write() leaves its last record cut short (or,
+    # A process killed while copying its last record leaves it without a whole header (or,
     # after a power cut, garbled). The next process sends the whole records, skips that one.
     ids = [event_id(3, n) for n in range(5)]
     kill_offline_writer(dead_gateway, tmp_path, ids)
     [segment] = [p for p in tmp_path.iterdir() if p.suffix == ".seg"]
     size = record_size(ids[0])
-    assert segment.stat().st_size == 5 * size
-    if damage == "cut":
-        os.truncate(segment, 5 * size - 10)
-    else:
-        with segment.open("r+b") as file:
-            file.seek(4 * size + RECORD_HEADER + 3)
-            file.write(b"#")
+    assert segment.stat().st_size == SEGMENT_BYTES  # allocated ahead, zeros after the records
+    at, data = DAMAGES[damage]
+    with segment.open("r+b") as file:
+        file.seek(4 * size + at)
+        file.write(data)
 
     with (
         caplog.at_level(logging.WARNING, logger="headwater.sdk"),
@@ -220,13 +229,45 @@ def test_a_torn_last_record_is_skipped_and_the_rest_sent(
         opened = hw.stats()
         assert hw.flush(timeout=10) is True
 
-    skipped = 5 * size - 10 - 4 * size if damage == "cut" else size
     assert [m.event_id for m in receiver.messages] == ids[:4]
     assert opened.spooled == 4
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         (
             "WARNING",
-            f"spool: skipped {skipped} bytes at the end of {segment.name}, a record cut short"
+            f"spool: skipped {size} bytes at the end of {segment.name}, a record cut short"
+            " when its process died (its call never returned)",
+        )
+    ]
+    assert spool_files(tmp_path) == []
+
+
+def test_a_segment_cut_inside_its_last_record_is_read_to_that_record(
+    receiver: LoopbackReceiver,
+    dead_gateway: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A segment whose file ends inside a record (restored from a copy, a file system
+    # after a power cut): the record's length points past the end; the rest is sent.
+    ids = [event_id(11, n) for n in range(5)]
+    kill_offline_writer(dead_gateway, tmp_path, ids)
+    [segment] = [p for p in tmp_path.iterdir() if p.suffix == ".seg"]
+    size = record_size(ids[0])
+    os.truncate(segment, 5 * size - 10)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="headwater.sdk"),
+        Client("test-key", host=receiver.url, options=ClientOptions(spool_dir=tmp_path)) as hw,
+    ):
+        opened = hw.stats()
+        assert hw.flush(timeout=10) is True
+
+    assert [m.event_id for m in receiver.messages] == ids[:4]
+    assert opened.spooled == 4
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            f"spool: skipped {size - 10} bytes at the end of {segment.name}, a record cut short"
             " when its process died (its call never returned)",
         )
     ]
@@ -327,35 +368,33 @@ def test_threads_tracking_at_once_lose_nothing(receiver: LoopbackReceiver, tmp_p
 # -- the disk refusing writes ---------------------------------------------------
 
 
-def test_a_write_the_disk_refuses_is_refused_not_half_kept(
+def test_a_segment_the_disk_refuses_costs_only_the_event_that_needed_it(
     receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
 ) -> None:
-    # The child may write files of at most `limit` bytes (RLIMIT_FSIZE): the segment fills
-    # up as a full disk would, and the write that crosses the limit is written in part.
-    # That part is cut off again and the call returns None; the calls before it keep
-    # their events, which the next process delivers.
-    ids = [event_id(7, n) for n in range(10)]
-    size = record_size(ids[0])
-    limit = 6 * size + size // 2
+    # Segments are allocated whole when they are created, so a full disk shows there. The
+    # child may write files of at most 80 KiB (RLIMIT_FSIZE): its 64 KiB segments are
+    # allowed, but the 100 KB event needs a segment of its own that is refused, as on a
+    # full disk. That call returns None; the events before and after it are kept.
+    ids = [event_id(7, n) for n in range(6)]
 
     done = run_script(
         "spool_offline.py", dead_gateway, str(tmp_path), WHEN.isoformat(), *ids,
-        "--file-limit", str(limit),
+        "--max-bytes", str(1024 * 1024), "--file-limit", str(80 * 1024), "--big", "3",
     )  # fmt: skip
 
     offline = msgspec.json.decode(done.stdout, type=Stats)
     assert (offline.enqueued, offline.spooled, offline.dropped_by_reason) == (
-        6,
-        6,
-        {"spool_full": 4},
+        5,
+        5,
+        {"spool_full": 1},
     )
     assert done.stderr.splitlines() == [
-        f"event not accepted: cannot write to the spool: {size // 2} of {size} bytes written"
-        " (disk full?) (further refusals counted in stats())"
+        "event not accepted: cannot write to the spool: [Errno 27] File too large"
+        " (further refusals counted in stats())"
     ]
     report = flush_spool(receiver.url, tmp_path)
-    assert [m.event_id for m in receiver.messages] == ids[:6]
-    assert (report.flushed, report.stats.sent) == (True, 6)
+    assert [m.event_id for m in receiver.messages] == ids[:3] + ids[4:]
+    assert (report.flushed, report.stats.sent) == (True, 5)
 
 
 # -- encodings ------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """Child process: a client with a spool whose gateway is down.
 
 `python spool_offline.py HOST SPOOL_DIR TIMESTAMP ID... [--max-bytes N] [--on-full POLICY]
-[--file-limit BYTES] [--then exit|hang]`, run by tests/sdk/test_process.py and
+[--file-limit BYTES] [--big INDEX] [--then exit|hang]`, run by tests/sdk/test_process.py and
 test_spool.py. Every event is captured at TIMESTAMP (ISO 8601) so that all have the same
 encoded size, and is in the spool when its call returns. Then `flush(timeout=0)` wakes the
 consumer, which reads a batch and tries to send it. Once that attempt failed, the child
 prints `stats()` as one JSON line, then exits (its exit hook releases the spool for the
 next process) or hangs until the test kills it. `--file-limit` lets this process write
 files of at most BYTES bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a write past it fails as on
-a full disk.
+a full disk. `--big INDEX` gives the event at INDEX a 100,000-character property.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-bytes", type=int, default=256 * 1024 * 1024)
     parser.add_argument("--on-full", default="drop_newest")
     parser.add_argument("--file-limit", type=int)
+    parser.add_argument("--big", type=int)
     parser.add_argument("--then", choices=["exit", "hang"], default="exit")
     return parser.parse_args()
 
@@ -55,9 +56,13 @@ def main() -> None:
         shutdown_timeout=0.2,
     )
     client = Client("test-write-key", host=args.host, options=options)
-    for event_id in args.ids:
+    for index, event_id in enumerate(args.ids):
         client.capture(
-            "offline_event", distinct_id="u_offline", timestamp=args.timestamp, event_id=event_id
+            "offline_event",
+            distinct_id="u_offline",
+            timestamp=args.timestamp,
+            event_id=event_id,
+            properties={"pad": "x" * 100_000} if index == args.big else None,
         )
     client.flush(timeout=0)  # wakes the consumer; nothing is delivered while the gateway is down
     deadline = time.monotonic() + DEADLINE

@@ -4,11 +4,13 @@
 | length: u32 LE | crc32(body): u32 LE | body: `length` bytes (one encoded message) |
 ```
 
-A writer appends each record with one `write()`; a process killed in the middle of it
-leaves a record cut short at the end of its segment. `scan` finds where a segment's valid
-records end (a length past the end of the file, a zero length or a checksum that does not
-match), so that such a tail is skipped, never sent. `parse` reads records this process
-has already validated (its own, or scanned ones) without checking them again.
+Segments are allocated ahead and filled with zeros: a zero length ends the records. A
+writer copies the body first and the header last, so that a process killed in between
+leaves zeros where the header goes, or, killed in the header, a checksum that fails.
+`scan` finds where a segment's valid records end (a zero length, a length past the end of
+the file, a checksum that does not match), so that such a tail is skipped, never sent,
+and tells zero padding from damage. `parse` reads records this process has already
+validated (its own, or scanned ones) without checking them again.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ _pack = HEADER.pack
 _crc32 = zlib.crc32
 
 
-def frame(body: bytes) -> bytes:
-    """The record for `body`: header and body in one buffer, for a single `write()`."""
-    return _pack(len(body), _crc32(body)) + body
+def header(body: bytes) -> bytes:
+    """The header of the record of `body`."""
+    return _pack(len(body), _crc32(body))
 
 
 class Parsed(NamedTuple):
@@ -78,7 +80,7 @@ class Scanned(NamedTuple):
 
     records: int
     end: int  # the offset just after the last valid record
-    size: int  # the file's size: bytes from `end` on are a torn or damaged tail
+    damaged: int  # bytes after `end` up to the last one that is not zero padding
 
 
 def scan(fd: int, start: int) -> Scanned:
@@ -106,4 +108,19 @@ def scan(fd: int, start: int) -> Scanned:
             break
         records += 1
         offset = end
-    return Scanned(records, offset, size)
+    return Scanned(records, offset, _damaged(fd, offset, size))
+
+
+def _damaged(fd: int, start: int, size: int) -> int:
+    """Bytes from `start` to the last byte that is not zero: a torn or garbled record."""
+    last = start  # just after the last byte that is not zero
+    offset = start
+    while offset < size:
+        chunk = os.pread(fd, min(_SCAN_CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        kept = len(chunk.rstrip(b"\0"))
+        if kept:
+            last = offset + kept
+        offset += len(chunk)
+    return last - start

@@ -1,10 +1,16 @@
 """The optional durable spool: an event is in a file before the call that made it returns.
 
 Each opened spool is a *writer* (see `_spool_files`): the caller's thread appends every
-accepted event to the writer's current segment as one record (`_records`) with one
-`write()` on an `O_APPEND` descriptor. The data is then in the kernel's page cache: it
-survives the process (a crash, `SIGKILL`), not a power cut (no `fsync`). A segment is
-closed for writing at about `segment_bytes` and a new one begun.
+accepted event to the writer's current segment as one record (`_records`). A segment is
+a file of `segment_bytes` whose blocks are allocated when it is created
+(`posix_fallocate`) and which is mapped into memory (`mmap`, shared): a record is copied
+into the mapping, body first, header last. The copy lands in the kernel's page cache,
+where a `write()` would have put it, so it survives the process (a crash, `SIGKILL`), not
+a power cut (no `fsync`). Unlike a `write()`, the copy does not release the GIL: beside a
+busy sender thread, a `write()` per event cost 30 µs against 1 µs for the copy (the
+reason is in BENCHMARKS.md, session 10). With the blocks allocated ahead, a full disk
+refuses the creation of a segment (`ENOSPC`), never a copy into one. A full segment is
+cut to its records (`ftruncate`) and a new one begun.
 
 The sender reads the records in order from a cursor and hands them out as batches. Every
 record has a *position*: its place in this process's log, the segments it holds one after
@@ -29,6 +35,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import mmap
 import os
 import threading
 import time
@@ -39,7 +46,7 @@ from pathlib import Path
 
 from ._errors import ConfigError, SpoolFull
 from ._options import ClientOptions
-from ._records import HEADER_BYTES, frame, parse, record_length, scan
+from ._records import HEADER_BYTES, header, parse, record_length, scan
 from ._spool_files import (
     Progress,
     WriterLock,
@@ -58,7 +65,7 @@ _MAX_SEGMENT = 4 * 1024 * 1024
 
 
 def segment_bytes(max_bytes: int) -> int:
-    """Where a segment is closed: a sixteenth of the bound, within [64 KiB, 4 MiB]."""
+    """The size of a segment: a sixteenth of the bound, within [64 KiB, 4 MiB]."""
     return min(max(max_bytes // 16, _MIN_SEGMENT), _MAX_SEGMENT)
 
 
@@ -76,6 +83,7 @@ class Segment:
     sealed: bool = False
     write_fd: int = -1
     read_fd: int = -1
+    mapping: mmap.mmap | None = None  # the writer's view of its segment
 
     @property
     def first(self) -> int:
@@ -88,7 +96,10 @@ class Segment:
         return self.base + self.end
 
     def close(self) -> None:
-        """Close both descriptors (the file stays)."""
+        """Unmap it and close both descriptors (the file stays as it is)."""
+        if self.mapping is not None:
+            self.mapping.close()
+            self.mapping = None
         for fd in (self.write_fd, self.read_fd):
             if fd >= 0:
                 os.close(fd)
@@ -147,16 +158,16 @@ class Spool:
 
     def append(self, body: bytes) -> None:
         """Write one encoded event to its segment before returning; `SpoolFull` when it cannot."""
-        record = frame(body)
-        size = len(record)
+        head = header(body)
+        size = HEADER_BYTES + len(body)
         with self._lock:
             if self._closed_count is not None:
                 raise SpoolFull("the spool is closed")
             try:
                 if self._waiting_bytes + size > self._max_bytes:
                     self._make_room(size)
-                self._write(record)
-            except OSError as exc:  # reading a record to evict, creating a segment, ...
+                self._write(head, body)
+            except OSError as exc:  # creating a segment (a full disk), reading one to evict
                 raise SpoolFull(f"cannot write to the spool: {exc}") from exc
             self._waiting += 1
             self._waiting_bytes += size
@@ -169,44 +180,53 @@ class Spool:
         if ready:
             self.on_batch_ready()
 
-    def _write(self, record: bytes) -> None:
+    def _write(self, head: bytes, body: bytes) -> None:
         segment = self._active
-        if segment is None or (segment.end and segment.end + len(record) > self._segment_bytes):
-            segment = self._open_segment()
-        written = os.write(segment.write_fd, record)
-        if written != len(record):
-            self._undo_short_write(segment)
-            raise SpoolFull(
-                f"cannot write to the spool: {written} of {len(record)} bytes written (disk full?)"
-            )
-        segment.end += written
-        self._log_end += written
+        end = segment.end if segment is not None else 0
+        size = HEADER_BYTES + len(body)
+        if segment is None or segment.mapping is None or end + size > len(segment.mapping):
+            segment = self._open_segment(size)
+            end = 0
+        mapping = segment.mapping
+        assert mapping is not None  # an open segment is mapped
+        mapping[end + HEADER_BYTES : end + size] = body
+        mapping[end : end + HEADER_BYTES] = head  # last: a zero header ends the records
+        segment.end = end + size
+        self._log_end += size
 
-    def _open_segment(self) -> Segment:
+    def _open_segment(self, size: int) -> Segment:
+        """Seal the current segment; create, allocate and map the next one."""
         if self._active is not None:
             self._seal(self._active)
         number = self._next_number
         path = segment_path(self.directory, self._own.name, number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        capacity = max(self._segment_bytes, size)
+        try:
+            os.posix_fallocate(fd, 0, capacity)  # a full disk says so here, not in a copy
+            mapping = mmap.mmap(fd, capacity)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         self._next_number += 1
-        segment = Segment(
-            self._own.name, number, path, self._log_end, 0, 0, foreign=False, write_fd=fd
-        )
+        segment = Segment(self._own.name, number, path, self._log_end, 0, 0, foreign=False)
+        segment.write_fd, segment.mapping = fd, mapping
         self._segments.append(segment)
         self._active = segment
         return segment
 
-    def _undo_short_write(self, segment: Segment) -> None:
-        """Cut a partly written record off; when that fails too, write no more to the segment."""
-        try:
-            os.ftruncate(segment.write_fd, segment.end)
-        except OSError:
-            self._seal(segment)  # readers stop at `end`; a later scan at the bad checksum
-
     def _seal(self, segment: Segment) -> None:
+        """Write no more to `segment`: unmap it and give back its unused space."""
+        if segment.mapping is not None:
+            segment.mapping.close()
+            segment.mapping = None
         if segment.write_fd >= 0:
-            os.close(segment.write_fd)
-            segment.write_fd = -1
+            try:
+                os.ftruncate(segment.write_fd, segment.end)
+            finally:
+                os.close(segment.write_fd)
+                segment.write_fd = -1
         segment.sealed = True
         if self._active is segment:
             self._active = None
@@ -450,6 +470,8 @@ class Spool:
                 logger.warning("spool: cannot take over writer %s: %s", writer, exc)
 
     def _has_room_for(self, writer: str, numbers: list[int]) -> bool:
+        """Whether `writer`'s files fit beside what this process holds (by their size on disk:
+        a dead writer's last segment counts whole, padding included)."""
         if not self._waiting_bytes:
             return True  # a backlog larger than the bound is still sent, alone
         size = 0
@@ -507,7 +529,11 @@ class Spool:
             if self._closed_count is not None:
                 return
             if self._active is not None:
-                self._seal(self._active)
+                try:
+                    self._seal(self._active)
+                except OSError as exc:  # the segment keeps its zero padding: still readable
+                    logger.warning("spool: closing %s failed: %s", self._active.path, exc)
+                    self._active.sealed = True
             self._collect()
             for segment in self._segments:
                 segment.close()
@@ -545,11 +571,11 @@ def _open_adopted(
     except OSError:
         os.close(fd)
         raise
-    if found.end < found.size:
+    if found.damaged:
         logger.warning(
             "spool: skipped %d bytes at the end of %s, a record cut short when its process"
             " died (its call never returned)",
-            found.size - found.end,
+            found.damaged,
             path.name,
         )
     segment = Segment(writer, number, path, 0, start, found.end, foreign, sealed=True, read_fd=fd)
