@@ -39,6 +39,7 @@ class Parsed(NamedTuple):
     offsets: list[int]
     bodies: list[bytes]
     end: int
+    body_bytes: int
 
 
 def parse(
@@ -52,20 +53,21 @@ def parse(
     """
     offsets: list[int] = []
     bodies: list[bytes] = []
-    offset = 0
-    total = 0
+    add_offset, add_body, unpack = offsets.append, bodies.append, HEADER.unpack_from
+    offset = total = count = 0
     limit = len(buffer)
-    unpack = HEADER.unpack_from
-    while len(bodies) < max_records and offset + HEADER_BYTES <= limit:
+    while count < max_records and offset + HEADER_BYTES <= limit:
         length, _ = unpack(buffer, offset)
-        end = offset + HEADER_BYTES + length
-        if end > limit or ((bodies or not oversized_first) and total + length > max_body_bytes):
+        start = offset + HEADER_BYTES
+        end = start + length
+        if end > limit or ((count or not oversized_first) and total + length > max_body_bytes):
             break
-        offsets.append(offset)
-        bodies.append(buffer[offset + HEADER_BYTES : end])
+        add_offset(offset)
+        add_body(buffer[start:end])
         total += length
+        count += 1
         offset = end
-    return Parsed(offsets, bodies, offset)
+    return Parsed(offsets, bodies, offset, total)
 
 
 def record_length(fd: int, offset: int) -> int:

@@ -60,6 +60,7 @@ from ._wire import Encoding, WireCodec
 logger = logging.getLogger("headwater.sdk")
 
 ADOPT_INTERVAL = 5.0  # seconds between two looks for writers whose process is gone
+READ_CHUNK = 256 * 1024  # bytes the sender reads at a time (a batch of 500 is ~120 KB)
 _MIN_SEGMENT = 64 * 1024
 _MAX_SEGMENT = 4 * 1024 * 1024
 
@@ -280,7 +281,7 @@ class Spool:
                 break
             positions += found[0]
             items += found[1]
-            size += sum(len(item) for item in found[1])
+            size += found[2]
         if items:
             return positions, items
         with self._lock:
@@ -290,8 +291,8 @@ class Spool:
 
     def _read(
         self, max_events: int, max_bytes: int, *, first: bool
-    ) -> tuple[list[int], list[bytes]] | None:
-        """Records from the cursor within one segment; None when everything was read."""
+    ) -> tuple[list[int], list[bytes], int] | None:
+        """Records from the cursor within one segment, and their bytes; None when all was read."""
         with self._lock:
             start = self._cursor
             if start >= self._log_end or self._closed_count is not None:
@@ -302,7 +303,7 @@ class Spool:
             available = segment.end - offset
             self._reading = segment
         try:
-            wanted = min(available, max(max_bytes, 0) + HEADER_BYTES * max_events)
+            wanted = min(available, max(max_bytes, 0) + HEADER_BYTES * max_events, READ_CHUNK)
             parsed = parse(
                 os.pread(fd, wanted, offset),
                 max_records=max_events,
@@ -318,7 +319,7 @@ class Spool:
         positions, bodies = self._commit_read(start, parsed.offsets, parsed.bodies, parsed.end)
         if segment.foreign:
             bodies = [self._codec.encode_message(self._other.decode_message(b)) for b in bodies]
-        return positions, bodies
+        return positions, bodies, parsed.body_bytes
 
     def _commit_read(
         self, start: int, offsets: list[int], bodies: list[bytes], end: int
@@ -330,8 +331,9 @@ class Spool:
             positions, bodies = positions[kept:], bodies[kept:]
             self._cursor = max(self._cursor, start + end)
             self._unread -= len(bodies)
-            for position, body in zip(positions, bodies, strict=True):
-                self._outstanding[position] = HEADER_BYTES + len(body)
+            ends = [*positions[1:], start + end]  # records lie back to back
+            sizes = [b - a for a, b in zip(positions, ends, strict=True)]
+            self._outstanding.update(zip(positions, sizes, strict=True))
         return positions, bodies
 
     def ack(self, positions: list[int]) -> None:
@@ -362,12 +364,18 @@ class Spool:
         return spent
 
     def _settle(self, positions: list[int] | set[int]) -> None:
+        outstanding = self._outstanding
+        settled = freed = 0
         for position in positions:
-            size = self._outstanding.pop(position, 0)
-            self._attempts.pop(position, None)
+            size = outstanding.pop(position, 0)
             if size:
-                self._waiting -= 1
-                self._waiting_bytes -= size
+                settled += 1
+                freed += size
+        if self._attempts:
+            for position in positions:
+                self._attempts.pop(position, None)
+        self._waiting -= settled
+        self._waiting_bytes -= freed
         self._room.notify_all()
 
     def end_position(self) -> int:
