@@ -39,7 +39,7 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_events: int = 500
     max_batch_bytes: int = 4 * 1024 * 1024
     flush_interval: float = 0.5
-    on_full: OverflowPolicy = "drop_newest"
+    on_full: OverflowPolicy = "drop_newest"  # at the queue's limits, or the spool's
     block_timeout: float = 1.0
     max_retries: int = 8
     backoff_base: float = 0.5
@@ -47,9 +47,9 @@ class ClientOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_retry_after: float = 600.0
     request_timeout: float = 10.0
     shutdown_timeout: float = 5.0
-    spool_dir: Path | None = None
-    spool_max_bytes: int = 256 * 1024 * 1024
-    spool_max_attempts: int = 20
+    spool_dir: Path | None = None  # each event in a file before its call returns
+    spool_max_bytes: int = 256 * 1024 * 1024  # of events not yet delivered or given up on
+    spool_max_attempts: int = 20  # rounds of max_retries for a batch that fails on its own
 
     def __post_init__(self) -> None:
         for name in _POSITIVE:
