@@ -8,6 +8,7 @@ port with nothing listening.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from headwater.sdk import Client, ClientOptions, Stats, Track, WireCodec
+from headwater.sdk import AsyncClient, Client, ClientOptions, Stats, Track, WireCodec
 from headwater.sdk.testing import LoopbackReceiver
 from tests.gateway.conftest import RunningGateway
 
@@ -106,7 +107,7 @@ def spool_files(spool: Path) -> list[str]:
     return sorted(path.name for path in spool.iterdir())
 
 
-def capture_offline(hw: Client, ids: list[str]) -> list[str | None]:
+def capture_offline(hw: Client | AsyncClient, ids: list[str]) -> list[str | None]:
     return [
         hw.capture("offline_event", distinct_id="u_offline", timestamp=WHEN, event_id=i)
         for i in ids
@@ -341,26 +342,45 @@ def test_a_live_process_takes_over_what_a_dead_one_left(
     assert spool_files(tmp_path) == []
 
 
-def test_threads_tracking_at_once_lose_nothing(receiver: LoopbackReceiver, tmp_path: Path) -> None:
-    options = ClientOptions(spool_dir=tmp_path, flush_interval=0.05, max_batch_events=50)
+def track_from_threads(hw: Client | AsyncClient) -> list[str | None]:
+    """Eight threads capture 300 events each at once; every id returned."""
     returned: list[list[str | None]] = []
-    with Client("test-key", host=receiver.url, options=options) as hw:
 
-        def track_some(thread: int) -> None:
-            ids = [event_id(6, thread * 1000 + n) for n in range(300)]
-            returned.append(capture_offline(hw, ids))
+    def track_some(thread: int) -> None:
+        returned.append(capture_offline(hw, [event_id(6, thread * 1000 + n) for n in range(300)]))
 
-        threads = [threading.Thread(target=track_some, args=(t,)) for t in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert hw.flush(timeout=20) is True
-        stats = hw.stats()
+    threads = [threading.Thread(target=track_some, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [i for ids in returned for i in ids]
+
+
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+def test_threads_tracking_at_once_lose_nothing(
+    receiver: LoopbackReceiver, tmp_path: Path, kind: str
+) -> None:
+    options = ClientOptions(spool_dir=tmp_path, flush_interval=0.05, max_batch_events=50)
+    if kind == "thread":
+        with Client("test-key", host=receiver.url, options=options) as hw:
+            returned = track_from_threads(hw)
+            assert hw.flush(timeout=20) is True
+            stats = hw.stats()
+    else:
+
+        async def scenario() -> tuple[list[str | None], Stats]:
+            async with AsyncClient("test-key", host=receiver.url, options=options) as ahw:
+                assert await ahw.flush(timeout=5)  # the delivery task runs on this loop
+                ids = await asyncio.to_thread(track_from_threads, ahw)
+                assert await ahw.flush(timeout=20) is True
+                return ids, ahw.stats()
+
+        returned, stats = asyncio.run(scenario())
 
     expected = {event_id(6, t * 1000 + n) for t in range(8) for n in range(300)}
     delivered = [m.event_id for m in receiver.messages]
-    assert {i for ids in returned for i in ids} == expected
+    assert set(returned) == expected
     assert sorted(delivered) == sorted(expected)  # each once
     assert (stats.enqueued, stats.sent, stats.spooled, stats.dropped) == (2400, 2400, 0, 0)
 
