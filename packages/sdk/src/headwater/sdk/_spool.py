@@ -7,9 +7,10 @@ a file of `segment_bytes` whose blocks are allocated when it is created
 into the mapping, body first, header last. The copy lands in the kernel's page cache,
 where a `write()` would have put it, so it survives the process (a crash, `SIGKILL`), not
 a power cut (no `fsync`). Unlike a `write()`, the copy does not release the GIL: beside a
-busy sender thread, a `write()` per event cost 30 µs against 1 µs for the copy (the
-reason is in BENCHMARKS.md, session 10). With the blocks allocated ahead, a full disk
-refuses the creation of a segment (`ENOSPC`), never a copy into one. A full segment is
+busy thread, a `write()` per event cost 27 µs against 1.5 µs for the copy
+(`python -m benchmarks.spool_write`, 2026-12-02, BENCHMARKS.md session 10). With the
+blocks allocated ahead, a full disk refuses the creation of a segment (`ENOSPC`), never
+a copy into one (which would be a `SIGBUS`). A full segment is
 cut to its records (`ftruncate`) and a new one begun.
 
 The sender reads the records in order from a cursor and hands them out as batches. Every
