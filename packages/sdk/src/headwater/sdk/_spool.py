@@ -10,8 +10,8 @@ a power cut (no `fsync`). Unlike a `write()`, the copy does not release the GIL:
 busy thread, a `write()` per event cost 27 µs against 1.5 µs for the copy
 (`python -m benchmarks.spool_write`, 2026-12-02, BENCHMARKS.md session 10). With the
 blocks allocated ahead, a full disk refuses the creation of a segment (`ENOSPC`), never
-a copy into one (which would be a `SIGBUS`). A full segment is
-cut to its records (`ftruncate`) and a new one begun.
+a copy into one (which would be a `SIGBUS`). A full segment is cut to its records
+(`ftruncate`) and a new one begun.
 
 The sender reads the records in order from a cursor and hands them out as batches. Every
 record has a *position*: its place in this process's log, the segments it holds one after
@@ -27,8 +27,8 @@ writer is found by its checksum and skipped: its call never returned.
 The spool holds at most `spool_max_bytes` of unsettled records (headers included); when
 an event does not fit, `on_full` decides: refuse it (`drop_newest`), wait for room up to
 `block_timeout` (`block`), or evict the oldest records not yet being sent (`drop_oldest`).
-The disk refusing a write (full, quota) refuses the event. Records of a writer with the
-other encoding are re-encoded as they are read.
+A disk that refuses a new segment (full, a quota) refuses the event that needed it.
+Records of a writer with the other encoding are re-encoded as they are read.
 """
 
 from __future__ import annotations
