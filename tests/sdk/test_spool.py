@@ -357,6 +357,23 @@ def track_from_threads(hw: Client | AsyncClient) -> list[str | None]:
     return [i for ids in returned for i in ids]
 
 
+def test_a_disabled_client_leaves_the_spool_to_others(
+    receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
+) -> None:
+    ids = [event_id(12, n) for n in range(3)]
+    kill_offline_writer(dead_gateway, tmp_path, ids)
+    files = spool_files(tmp_path)
+
+    options = ClientOptions(spool_dir=tmp_path)
+    with Client("test-key", host=receiver.url, options=options, disabled=True) as off:
+        assert off.capture("e", distinct_id="u") is None
+        assert spool_files(tmp_path) == files  # no lock of its own, nothing taken over
+        report = flush_spool(receiver.url, tmp_path)
+
+    assert (report.flushed, report.stats.sent) == (True, 3)
+    assert [m.event_id for m in receiver.messages] == ids
+
+
 @pytest.mark.parametrize("kind", ["thread", "asyncio"])
 def test_threads_tracking_at_once_lose_nothing(
     receiver: LoopbackReceiver, tmp_path: Path, kind: str

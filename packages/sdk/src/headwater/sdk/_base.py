@@ -121,7 +121,8 @@ class ClientBase:
         )
 
     def _open_spool(self) -> Spool | None:
-        if self.options.spool_dir is None:
+        # A disabled client sends nothing: it must not take over what dead processes left.
+        if self.options.spool_dir is None or self.disabled:
             return None
         return Spool(self.options, counters=self._counters)
 
