@@ -357,6 +357,24 @@ def track_from_threads(hw: Client | AsyncClient) -> list[str | None]:
     return [i for ids in returned for i in ids]
 
 
+def test_a_spool_of_the_sqlite_era_is_named_not_silently_ignored(
+    tmp_path: Path, dead_gateway: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    legacy = tmp_path / "headwater-spool.sqlite3"
+    legacy.write_bytes(b"SQLite format 3\x00")
+
+    with (
+        caplog.at_level(logging.WARNING, logger="headwater.sdk"),
+        Client("test-key", host=dead_gateway, options=ClientOptions(spool_dir=tmp_path)),
+    ):
+        pass
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"spool: {legacy} was left by an earlier version of the SDK, which kept its spool in"
+        " SQLite; its events are not read or sent by this version"
+    ]
+
+
 def test_a_disabled_client_leaves_the_spool_to_others(
     receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
 ) -> None:

@@ -61,6 +61,7 @@ from ._wire import Encoding, WireCodec
 logger = logging.getLogger("headwater.sdk")
 
 ADOPT_INTERVAL = 5.0  # seconds between two looks for writers whose process is gone
+LEGACY_FILE = "headwater-spool.sqlite3"  # the SQLite spool of SDKs before segment files
 READ_CHUNK = 256 * 1024  # bytes the sender reads at a time (a batch of 500 is ~120 KB)
 _MIN_SEGMENT = 64 * 1024
 _MAX_SEGMENT = 4 * 1024 * 1024
@@ -154,6 +155,12 @@ class Spool:
         except OSError as exc:
             raise ConfigError(f"spool_dir {str(self.directory)!r} cannot be used: {exc}") from exc
         self._writers: dict[str, WriterLock] = {self._own.name: self._own}
+        if (self.directory / LEGACY_FILE).exists():
+            logger.warning(
+                "spool: %s was left by an earlier version of the SDK, which kept its spool in"
+                " SQLite; its events are not read or sent by this version",
+                self.directory / LEGACY_FILE,
+            )
         self.adopt_orphans(force=True)
 
     # -- the caller's side -----------------------------------------------------
