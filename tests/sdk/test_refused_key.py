@@ -39,8 +39,11 @@ def sent_ids(errors: Errors) -> list[list[str]]:
     return [[m.event_id for m in messages] for _, messages in errors]
 
 
-def run_thread(url: str, options: ClientOptions, errors: Errors) -> tuple[list[str], bool, bool]:
-    """Five events in batches of two, flush; one more, flush. The ids and both flush results."""
+Outcome = tuple[list[str], bool, bool, Stats]
+
+
+def run_thread(url: str, options: ClientOptions, errors: Errors) -> Outcome:
+    """Five events in batches of two, flush; one more, flush. The ids, both flushes, stats()."""
 
     def on_error(exc: Exception, messages: list[AnyMessage]) -> None:
         errors.append((exc, messages))
@@ -50,22 +53,24 @@ def run_thread(url: str, options: ClientOptions, errors: Errors) -> tuple[list[s
         first = hw.flush(timeout=10)
         ids.append(hw.capture("refused", distinct_id="u", properties={"n": 5}))
         second = hw.flush(timeout=10)
-    return [i for i in ids if i is not None], first, second
+        stats = hw.stats()
+    return [i for i in ids if i is not None], first, second, stats
 
 
-def run_asyncio(url: str, options: ClientOptions, errors: Errors) -> tuple[list[str], bool, bool]:
+def run_asyncio(url: str, options: ClientOptions, errors: Errors) -> Outcome:
     """The same with the asyncio client."""
 
     def on_error(exc: Exception, messages: list[AnyMessage]) -> None:
         errors.append((exc, messages))
 
-    async def scenario() -> tuple[list[str], bool, bool]:
+    async def scenario() -> Outcome:
         async with AsyncClient("wrong-key", host=url, options=options, on_error=on_error) as hw:
             ids = [hw.capture("refused", distinct_id="u", properties={"n": n}) for n in range(5)]
             first = await hw.flush(timeout=10)
             ids.append(hw.capture("refused", distinct_id="u", properties={"n": 5}))
             second = await hw.flush(timeout=10)
-        return [i for i in ids if i is not None], first, second
+            stats = hw.stats()
+        return [i for i in ids if i is not None], first, second, stats
 
     return asyncio.run(scenario())
 
@@ -86,13 +91,15 @@ def test_a_refused_write_key_fails_flush_reaches_on_error_and_warns_once(
     run = run_thread if kind == "thread" else run_asyncio
 
     with caplog.at_level(logging.WARNING, logger="headwater.sdk"):
-        ids, first, second = run(gateway.url, options, errors)
+        ids, first, second, stats = run(gateway.url, options, errors)
 
     # Both flushes had an event given up on: the first five, then the sixth.
     assert (first, second) == (False, False)
     assert len(ids) == 6
     assert sent_ids(errors) == [ids[0:2], ids[2:4], ids[4:5], ids[5:6]]
     assert {(type(exc), exc.status) for exc, _ in errors} == {(Rejected, 401)}  # type: ignore[attr-defined]
+    assert (stats.given_up, stats.given_up_reason, stats.sent) == (6, REASON, 0)
+    assert (stats.dropped_by_reason, stats.spooled, stats.queued) == ({"rejected": 6}, 0, 0)
     # One warning for four refused batches.
     assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
         ("headwater.sdk", "WARNING", WARNING)
