@@ -43,9 +43,12 @@ from headwater.modeler import ClickHouse
 _decode = msgspec.json.Decoder(dict[str, Any])
 
 
-def receive() -> None:
-    """The stand-in: serve until stdin closes; print `received unique` on the last line."""
+def receive(path: Path | None = None) -> None:
+    """The stand-in: serve until stdin closes; print `received unique` on the last line.
+    With `path`, every uuid received is also appended to that file, a line each."""
     seen: list[str] = []
+    record = path.open("a", encoding="ascii") if path is not None else None
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -58,7 +61,13 @@ def receive() -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            seen.extend(event["uuid"] for event in _decode.decode(body)["batch"])
+            uuids = [event["uuid"] for event in _decode.decode(body)["batch"]]
+            with lock:
+                if record is None:
+                    seen.extend(uuids)
+                else:  # (a soak's uuids: on disk, not in this process's memory)
+                    record.write("\n".join(uuids) + "\n")
+                    record.flush()
             self.send_response(200)
             self.send_header("Content-Length", "13")
             self.end_headers()
@@ -166,6 +175,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if "--receive" in sys.argv:
-        receive()
+        after = sys.argv[sys.argv.index("--receive") + 1 :]
+        receive(Path(after[0]) if after else None)
     else:
         main()
