@@ -1,6 +1,6 @@
 """The fault scenarios for minutes, several faults each (issue 16): the table in RELIABILITY.md.
 
-    uv run --frozen python -m benchmarks.chaos [--scenarios 1,2,3,5,6] [--rate 500]
+    uv run --frozen python -m benchmarks.chaos [--scenarios 1,1b,2,3,5,6] [--rate 500]
         [--scale 1.0] [--no-forward] [--write]
 
 Each scenario of `tests/faults/scenarios.py` (the short tests run the same with one fault)
@@ -11,7 +11,9 @@ redis-server of the run's own), while the faults of `CHAOS` hit one after anothe
 after `calm_seconds` of steady tracking. The gateway forwards to a PostHog stand-in on
 loopback unless `--no-forward`; its forward lag is from the event's `timestamp` (when
 `track()` was called) to the stand-in receiving it, and before the gateway stops the run
-waits (up to 90 s) for every tracked id to arrive there.
+waits (up to 90 s) for every tracked id to arrive there. Scenario 1b is scenario 1 without
+Redis (the in-process dedupe store, which a restart empties): it tells what the killed
+gateway's Redis claims cost apart from what the restart itself costs.
 
 Columns: events (ids `track()` returned), faults, lost (returned, not stored), twice before
 merge (`count() - uniqExact(event_id)` without FINAL, when the gateway has stopped), twice
@@ -46,12 +48,13 @@ COMMAND = "uv run --frozen python -m benchmarks.chaos --write"
 CHAOS = {
     # a restart takes seconds of its own; then the retry waits for the killed insert's
     # Redis claims to expire (HEADWATER_DEDUPE_PENDING_SECONDS, 60 s)
-    1: Plan(faults=4, fault_seconds=1.0, calm_seconds=30.0),
-    2: Plan(faults=5, fault_seconds=5.0, calm_seconds=20.0),
+    "1": Plan(faults=4, fault_seconds=1.0, calm_seconds=30.0),
+    "1b": Plan(faults=4, fault_seconds=1.0, calm_seconds=30.0),
+    "2": Plan(faults=5, fault_seconds=5.0, calm_seconds=20.0),
     # longer than the gateway's insert deadline (10 s): requests are answered 503
-    3: Plan(faults=4, fault_seconds=15.0, calm_seconds=20.0),
-    5: Plan(faults=5, fault_seconds=10.0, calm_seconds=20.0),
-    6: Plan(faults=5, fault_seconds=2.0, calm_seconds=20.0),
+    "3": Plan(faults=4, fault_seconds=15.0, calm_seconds=20.0),
+    "5": Plan(faults=5, fault_seconds=10.0, calm_seconds=20.0),
+    "6": Plan(faults=5, fault_seconds=2.0, calm_seconds=20.0),
 }
 
 
@@ -64,7 +67,7 @@ def scaled(plan: Plan, scale: float, rate: float) -> Plan:
     )
 
 
-def run_one(number: int, plan: Plan, *, forward: bool) -> Outcome:
+def run_one(number: str, plan: Plan, *, forward: bool) -> Outcome:
     directory = Path(tempfile.mkdtemp(prefix=f"hw-chaos-{number}-"))
     with ExitStack() as stack:
         standin = stack.enter_context(posthog_standin()) if forward else None
@@ -80,7 +83,7 @@ def seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
 
-def row(number: int, outcome: Outcome) -> str:
+def row(number: str, outcome: Outcome) -> str:
     notes = outcome.notes
     sdk = f"{notes.get('sdk_retried', 0)} retries, {notes.get('sdk_duplicates', 0)} duplicates"
     if outcome.sdk_drops:
@@ -89,7 +92,7 @@ def row(number: int, outcome: Outcome) -> str:
     if outcome.forwarded is not None and (outcome.forward_lost or outcome.forward_twice):
         forward += f" ({outcome.forward_lost} not forwarded, {outcome.forward_twice} twice)"
     cells = [
-        str(number),
+        number,
         SCENARIOS[number].fault,
         f"{outcome.events:,}",
         str(len(outcome.faults)),
@@ -136,7 +139,7 @@ def write(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--scenarios", default=",".join(map(str, CHAOS)))
+    parser.add_argument("--scenarios", default=",".join(CHAOS))
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--no-forward", action="store_true")
@@ -145,7 +148,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d")
     began = time.monotonic()
     rows = []
-    for number in (int(n) for n in args.scenarios.split(",")):
+    for number in args.scenarios.split(","):
         plan = scaled(CHAOS[number], args.scale, args.rate)
         print(f"scenario {number}: {SCENARIOS[number].fault}, {plan}", file=sys.stderr)
         try:

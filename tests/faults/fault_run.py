@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from .application import Application, Progress
+from .application import Application
 from .gateway import GatewayProcess
 from .outcome import Fault, Outcome, Stored
 from .redis_process import RedisProcess
@@ -150,32 +150,27 @@ class FaultRun:
 
     def finish(self) -> Outcome:
         """Stop the application (it flushes), then the gateway; count what was stored."""
-        last = self.app.finish()
+        self.app.finish()
         tracked = frozenset(i for app in self.apps for i in app.ids())
         if self.forwarding is not None:
             self.forwarding.wait_for(tracked, FORWARD_WAIT_SECONDS)
         code = self.gateway.stop()
         assert code == 0, f"the gateway exited with {code}:\n{self.gateway.log_tail()}"
         seconds = time.monotonic() - self._started
-        forwarded, lag = (None, None)
-        if self.forwarding is not None:
-            forwarded, lag = self.forwarding.result()
+        forwarded, lag = self.forwarding.result() if self.forwarding else (None, None)
+        finals = [final for app in self.apps if (final := app.latest()) is not None]
         drops: Counter[str] = Counter()
-        for app in self.apps:
-            final = app.latest()
-            if final is not None:
-                drops.update(final.stats["dropped_by_reason"])
-                for counter in ("retried", "duplicates"):  # as the SDK counted them
-                    self.notes[f"sdk_{counter}"] = (
-                        self.notes.get(f"sdk_{counter}", 0) + final.stats[counter]
-                    )
+        for final in finals:
+            drops.update(final.stats["dropped_by_reason"])
+        for counter in ("retried", "duplicates"):  # as the clients counted them
+            self.notes[f"sdk_{counter}"] = sum(int(final.stats[counter]) for final in finals)
         return Outcome(
             scenario=self.scenario,
             tracked=tracked,
-            refused=sum(p.refused for app in self.apps if (p := app.latest()) is not None),
+            refused=sum(final.refused for final in finals),
             stored=Stored.read(self.gateway.chdb_dir),
             faults=list(self.faults),
-            recover_seconds=[self._recovery(fault, last) for fault in self.faults],
+            recover_seconds=[self._recovery(fault) for fault in self.faults],
             sdk_drops=dict(drops),
             dropped_ids=frozenset(i for app in self.apps for _, i in app.drops()),
             seconds=seconds,
@@ -184,7 +179,7 @@ class FaultRun:
             notes=dict(self.notes),
         )
 
-    def _recovery(self, fault: Fault, last: Progress) -> float | None:
+    def _recovery(self, fault: Fault) -> float | None:
         """Seconds from the repair until the application had settled every event it held
         then: tracked by that moment, or left in the spool by a process that died."""
         started = [app for app in self.apps if app.started_at <= fault.ended]

@@ -115,7 +115,8 @@ class Outcome:
         recover = self.recovered_in
         return (
             f"{self.scenario}: {self.events} events, {len(self.faults)} faults,"
-            f" lost {len(lost)} {lost[:5]}, unexpected {len(self.unexpected)},"
+            f" lost {len(lost)} {lost[:5]} ({len(self.lost & self.dropped_ids)} given up on by"
+            f" the SDK), unexpected {len(self.unexpected)},"
             f" twice before merge {self.twice_before_merge},"
             f" twice after FINAL {self.twice_after_final},"
             f" recovered in {'never' if recover is None else f'{recover:.1f}s'},"

@@ -37,7 +37,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Scenario:
-    number: int
+    number: str  # the numbering; a letter marks a variant
     name: str
     fault: str  # what the table calls it
     drive: Callable[[FaultRun, Plan], None]
@@ -134,17 +134,24 @@ def _app_killed(run: FaultRun, plan: Plan) -> None:
 SCENARIOS = {
     s.number: s
     for s in (
-        Scenario(1, "gateway_killed", "gateway SIGKILLed and restarted", _gateway_killed),
-        Scenario(2, "redis_killed", "Redis SIGKILLed and restarted empty", _redis_killed),
+        Scenario("1", "gateway_killed", "gateway SIGKILLed and restarted", _gateway_killed),
         Scenario(
-            3,
+            "1b",
+            "gateway_killed_alone",
+            "gateway SIGKILLed and restarted, no Redis (in-process dedupe)",
+            _gateway_killed,
+            redis=False,
+        ),
+        Scenario("2", "redis_killed", "Redis SIGKILLed and restarted empty", _redis_killed),
+        Scenario(
+            "3",
             "inserts_failing",
             "ClickHouse failing inserts",
             _inserts_failing,
             insert_switch=True,
         ),
         Scenario(
-            5,
+            "5",
             "slow_network",
             "answers delayed past the SDK's timeout",
             _slow_network,
@@ -152,7 +159,7 @@ SCENARIOS = {
             sdk_options={"request_timeout": SLOW_REQUEST_TIMEOUT},
         ),
         Scenario(
-            6,
+            "6",
             "app_killed",
             "application SIGKILLed, spool reopened",
             _app_killed,

@@ -41,7 +41,7 @@ def test_gateway_sigkilled_and_restarted(tmp_path: Path) -> None:
         SHORT, fault_seconds=0.5, gateway_env={"HEADWATER_DEDUPE_PENDING_SECONDS": "5"}
     )
 
-    outcome = SCENARIOS[1].run(tmp_path, plan)
+    outcome = SCENARIOS["1"].run(tmp_path, plan)
 
     assert_every_id_stored_once(outcome)
     assert outcome.notes["gateway_starts"] == 2
@@ -49,7 +49,7 @@ def test_gateway_sigkilled_and_restarted(tmp_path: Path) -> None:
 
 
 def test_redis_sigkilled_and_restarted_empty(tmp_path: Path) -> None:
-    outcome = SCENARIOS[2].run(tmp_path, SHORT)
+    outcome = SCENARIOS["2"].run(tmp_path, SHORT)
 
     assert_every_id_stored_once(outcome)
 
@@ -59,7 +59,7 @@ def test_clickhouse_failing_inserts(tmp_path: Path) -> None:
     # and the SDK sends them again.
     plan = dataclasses.replace(SHORT, gateway_env={"HEADWATER_INSERT_DEADLINE_SECONDS": "1"})
 
-    outcome = SCENARIOS[3].run(tmp_path, plan)
+    outcome = SCENARIOS["3"].run(tmp_path, plan)
 
     assert_every_id_stored_once(outcome)
     assert outcome.twice_before_merge == 0, outcome.summary()  # claims released, not kept
@@ -68,7 +68,7 @@ def test_clickhouse_failing_inserts(tmp_path: Path) -> None:
 
 
 def test_answers_delayed_past_the_sdk_timeout(tmp_path: Path) -> None:
-    outcome = SCENARIOS[5].run(tmp_path, SHORT)
+    outcome = SCENARIOS["5"].run(tmp_path, SHORT)
 
     assert_every_id_stored_once(outcome)
     # the SDK sent again batches the gateway had stored: answered as duplicates, stored once
@@ -78,7 +78,7 @@ def test_answers_delayed_past_the_sdk_timeout(tmp_path: Path) -> None:
 
 
 def test_application_sigkilled_and_its_spool_reopened(tmp_path: Path) -> None:
-    outcome = SCENARIOS[6].run(tmp_path, SHORT)
+    outcome = SCENARIOS["6"].run(tmp_path, SHORT)
 
     assert_every_id_stored_once(outcome)
     assert outcome.twice_before_merge == 0, outcome.summary()
