@@ -64,6 +64,12 @@ class GatewayProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self.lives = 0
 
+    @property
+    def pid(self) -> int:
+        """The process id of its current life."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     def _command(self) -> list[str]:
         where = ["--host", "127.0.0.1", "--port", str(self.port)]
         if self._insert_switch:
