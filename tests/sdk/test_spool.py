@@ -165,6 +165,41 @@ def test_every_id_track_returned_before_a_sigkill_is_stored_once(
     assert spool_files(tmp_path) == []  # every segment and lock file was settled and removed
 
 
+def test_three_processes_tracking_into_one_spool_and_killed_lose_nothing(
+    receiver: LoopbackReceiver, dead_gateway: str, tmp_path: Path
+) -> None:
+    # Three writers on one directory at once, each with its own lock and segments, all
+    # killed while their gateway is down: one new process sends everything, each once.
+    series = [21, 22, 23]
+    command = [sys.executable, str(SCRIPTS / "track_until_killed.py"), dead_gateway, str(tmp_path)]
+    children = [
+        subprocess.Popen(
+            [*command, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for s in series
+    ]
+    printed: list[list[str]] = []
+    for child in children:
+        with child:
+            assert child.stdout is not None
+            assert child.stderr is not None
+            lines = [child.stdout.readline() for _ in range(300)]
+            child.kill()
+            child.wait(timeout=CHILD_TIMEOUT)
+            rest = child.stdout.read()
+            assert child.returncode == -signal.SIGKILL, child.stderr.read()
+        printed.append([line.strip() for line in lines] + rest.split("\n")[:-1])
+    report = flush_spool(receiver.url, tmp_path)
+
+    delivered = [m.event_id for m in receiver.messages]
+    assert len(delivered) == len(set(delivered))  # none twice
+    for s, ids in zip(series, printed, strict=True):
+        mine = {i for i in delivered if i.startswith(f"0196{s:04x}-")}
+        assert mine in ({*ids}, {*ids, event_id(s, len(ids))})
+    assert (report.flushed, report.stats.sent, report.stats.spooled) == (True, len(delivered), 0)
+    assert spool_files(tmp_path) == []
+
+
 def test_a_restart_after_everything_was_delivered_sends_nothing(
     receiver: LoopbackReceiver, tmp_path: Path
 ) -> None:
