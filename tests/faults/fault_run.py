@@ -73,6 +73,7 @@ class FaultRun:
             insert_switch=insert_switch,
         )
         self.proxy = SlowProxy(self.gateway.port) if slow_proxy else None
+        self.forward_to = forward_to  # a scenario's drive may break it (scenario 4)
         self.forwarding = ForwardWatch(forward_to) if forward_to else None
         self.apps: list[Application] = []
         self.faults: list[Fault] = []

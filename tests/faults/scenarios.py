@@ -1,8 +1,10 @@
 """The fault scenarios of issue 16, each a setup and a drive over a `FaultRun`.
 
 The short tests (`test_faults.py`) run each with one fault; `benchmarks/chaos.py` runs
-them for minutes with several. Scenario 4 (PostHog down, then 500 and 429) is driven
-through `FaultRun(forward_to=...)` by the forwarder's own tests.
+them for minutes with several. Scenario 4 (PostHog down, then 500 and 429) is for the
+forwarder's own tests: `Scenario.run(..., forward_to=<PostHog stand-in>)` makes the
+gateway forward there, a drive breaks it through `run.forward_to`, and the outcome
+compares the ids forwarded too (`Outcome.forward_lost`, `forward_twice`).
 """
 
 from __future__ import annotations
