@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from headwater.gateway._dedupe import (
+    ALIVE_SECONDS,
     BUCKETS,
     Claim,
     Coalescer,
@@ -94,6 +95,12 @@ def held_elsewhere(gw: RunningGateway, client: redis.Redis, event_id: str, ticke
     base, _, bucket = _buckets(gw, client)
     client.hset(base + str(bucket), event_id, ticket)
     client.set(ticket_key(gw, ticket), "p", ex=60)
+    alive_elsewhere(gw, client, ticket)
+
+
+def alive_elsewhere(gw: RunningGateway, client: redis.Redis, ticket: str) -> None:
+    """The gateway process of `ticket` says it is alive (for 60 s)."""
+    client.set(f"{gw.settings.redis_prefix}:alive:{ticket.partition('.')[0]}", "1", ex=60)
 
 
 def claim_dropped(gw: RunningGateway, client: redis.Redis, event_id: str) -> bool:
@@ -398,6 +405,36 @@ def test_an_id_held_past_the_deadline_is_a_503(
     assert claim_dropped(gw, redis_client, free["event_id"])
 
 
+def test_an_id_held_by_a_gateway_that_died_is_stored_at_once(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    """A gateway killed mid-insert leaves its claims pending for the pending TTL (60 s);
+    its process no longer says it is alive, so a retry need not wait for them."""
+    gw = start_gateway(insert_deadline_seconds=0.2)
+    held, free = event(), event()
+    held_elsewhere(gw, redis_client, held["event_id"], "w9.1")
+    redis_client.delete(f"{gw.settings.redis_prefix}:alive:w9")  # SIGKILLed
+    response = post(gw, body(free, held))
+    assert (response.status_code, response.json()) == (
+        200,
+        {"accepted": 2, "duplicates": 0, "rejected": []},
+    )
+    assert sorted(row[1] for row in physical_rows(gw)) == sorted(
+        [held["event_id"], free["event_id"]]
+    )
+
+
+def test_a_gateway_says_it_is_alive_while_it_runs(
+    start_gateway: GatewayFactory, redis_client: redis.Redis
+) -> None:
+    gw = start_gateway()
+    prefix = gw.settings.redis_prefix
+    (key,) = redis_client.keys(f"{prefix}:alive:*")
+    assert 0 < redis_client.ttl(key) <= ALIVE_SECONDS
+    gw.stop()
+    assert redis_client.keys(f"{prefix}:alive:*") == []  # a clean stop says so at once
+
+
 def test_without_redis_events_are_accepted_and_the_table_collapses_copies(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -471,6 +508,7 @@ SEEN, NEW, PENDING = Claim.SEEN, Claim.NEW, Claim.PENDING
 def test_store_claim_confirm_release(make_store: StoreFactory) -> None:
     async def scenario() -> tuple[list[str], bool]:
         store = make_store()
+        await store.start()
         first = store.ticket("p", ["a", "b"])
         second = store.ticket("p", ["a", "c"])
         other = store.ticket("q", ["a", "d"])
@@ -513,6 +551,7 @@ def test_store_one_id_requests(make_store: StoreFactory) -> None:
 
     async def scenario() -> list[str]:
         store = make_store()
+        await store.start()
         alone, twin = store.ticket("p", ["x"]), store.ticket("p", ["x"])
         other, pair = store.ticket("p", ["z"]), store.ticket("p", ["x", "y"])
         try:
@@ -552,6 +591,7 @@ def test_tickets_differ_within_and_across_stores(make_store: StoreFactory) -> No
 def test_store_an_abandoned_claim_expires(make_store: StoreFactory) -> None:
     async def scenario() -> list[str]:
         store = make_store(pending_ttl=1)
+        await store.start()
         try:
             answers = [
                 await store.claim("p", ["a"], store.ticket("p", ["a"])),
@@ -573,6 +613,7 @@ def test_store_remembers_an_id_for_the_ttl_then_forgets_it(make_store: StoreFact
 
     async def scenario() -> list[str]:
         store = make_store(ttl=2)
+        await store.start()
         ids = ["a", "b", "c"]
         try:
             alone, pair = store.ticket("p", ["a"]), store.ticket("p", ["b", "c"])
@@ -626,6 +667,7 @@ def test_concurrent_claims_share_one_call_and_an_id_claimed_twice_waits(
 ) -> None:
     async def scenario() -> list[str]:
         store = make_store()
+        await store.start()
 
         async def claim(project: str, *ids: str) -> str:
             return await store.claim(project, ids, store.ticket(project, ids or ("-",)))

@@ -13,6 +13,7 @@ pending nor stored (released, or its claimer died and the pending TTL ran out) i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import math
@@ -57,6 +58,10 @@ class DedupeStore(Protocol):
 
     async def ping(self) -> bool: ...
 
+    async def start(self) -> None:
+        """Begin saying this process is alive (its pending claims count only while so)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -64,11 +69,11 @@ class _Tickets:
     """Ticket names unique across processes: a random base per store and a counter."""
 
     def __init__(self) -> None:
-        self._base = secrets.token_hex(6)
+        self.base = secrets.token_hex(6)
         self._count = itertools.count()
 
     def __call__(self) -> str:
-        return f"{self._base}.{next(self._count):x}"
+        return f"{self.base}.{next(self._count):x}"
 
 
 class MemoryDedupeStore:
@@ -84,6 +89,9 @@ class MemoryDedupeStore:
 
     def ticket(self, project: str, ids: Sequence[str]) -> str:
         return self._tickets()
+
+    async def start(self) -> None:
+        """Nothing to say: the store lives and dies with its process."""
 
     async def claim(self, project: str, ids: Sequence[str], ticket: str) -> str:
         now = time.monotonic()
@@ -149,8 +157,14 @@ class MemoryDedupeStore:
 # Redis keeps the ids a project's gateways claimed in hashes, one per time bucket:
 # `<prefix>:ids:<project>:<bucket>` maps an event id to the ticket that claimed it, and
 # `<prefix>:ticket:<ticket>` is 'p' while that request inserts, 'd' once its events are
-# stored. A claim reads the current bucket and the `depth` before it (`HMGET`, every id of
-# the call at once) and writes its new ids into the current one (one `HSET`). A bucket
+# stored. A ticket is `<process>.<n>`; `<prefix>:alive:<process>` exists while that
+# gateway process runs (it renews the key every `ALIVE_SECONDS` / 4): a pending ticket
+# whose process is gone is dead at once, not after the pending TTL, so a client's retry
+# after a gateway was killed mid-insert is stored within seconds of the restart (a copy
+# the dead insert may have stored is collapsed by the table).
+#
+# A claim reads the current bucket and the `depth` before it (`HMGET`, every id of the
+# call at once) and writes its new ids into the current one (one `HSET`). A bucket
 # spans `width` = TTL/`depth` seconds and is unlinked (freed in the background, however
 # big) once it falls out of the window, so an id is remembered for between TTL and
 # TTL + `width`; each bucket also expires on its own, in case no gateway claims anything
@@ -235,6 +249,27 @@ for _, name in ipairs(names) do
     local found = redis.call('MGET', unpack(keys))
     for j = first, last do states[tickets[j]] = found[j - first + 1] end
   end
+  -- a pending ticket of a process that no longer says it is alive is dead with it
+  local owners, bases = {}, {}
+  for _, holder in ipairs(tickets) do
+    if states[holder] == 'p' then
+      local base = string.match(holder, '^([^.]*)%.')
+      if base and owners[base] == nil then
+        owners[base] = false
+        bases[#bases + 1] = base
+      end
+    end
+  end
+  for first = 1, #bases, CHUNK do
+    local last, keys = math.min(first + CHUNK - 1, #bases), {}
+    for j = first, last do keys[#keys + 1] = prefix .. 'alive:' .. bases[j] end
+    local found = redis.call('MGET', unpack(keys))
+    for j = first, last do owners[bases[j]] = found[j - first + 1] end
+  end
+  for _, holder in ipairs(tickets) do
+    local base = string.match(holder, '^([^.]*)%.')
+    if states[holder] == 'p' and base and not owners[base] then states[holder] = false end
+  end
   local claimed, fields = {}, {}  -- claimed: id → ticket, in this call
   for i = 1, count do
     local id, ticket = ids[i], group.tickets[i]
@@ -308,6 +343,7 @@ return ''
 """
 
 BUCKETS = 2  # time buckets per TTL: an id is kept for the TTL to 3/2 of it
+ALIVE_SECONDS = 5  # a gateway that has not said it is alive for this long is taken as dead
 
 
 class Coalescer:
@@ -395,6 +431,8 @@ class RedisDedupeStore:
         width = max(1, math.ceil(ttl / BUCKETS))
         self._args: list[int | str] = [pending_ttl, f"{prefix}:", width, BUCKETS]
         self._tickets = _Tickets()
+        self._alive_key = f"{prefix}:alive:{self._tickets.base}"
+        self._heartbeat: asyncio.Task[None] | None = None
         self._calls = {
             name: Coalescer(partial(self._script, name, self._redis.register_script(script)))
             for name, script in (("claim", _CLAIM), ("confirm", _CONFIRM), ("release", _RELEASE))
@@ -433,5 +471,24 @@ class RedisDedupeStore:
         except RedisError:
             return False
 
+    async def start(self) -> None:
+        """Say this process is alive now, then every `ALIVE_SECONDS` / 4 until `close`."""
+        await self._say_alive()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="alive")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(ALIVE_SECONDS / 4)
+            await self._say_alive()
+
+    async def _say_alive(self) -> None:
+        # Redis away: claims fail too meanwhile; the next beat tries again
+        with contextlib.suppress(RedisError):
+            await self._redis.set(self._alive_key, b"1", ex=ALIVE_SECONDS)
+
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(RedisError):
+                await self._redis.delete(self._alive_key)
         await self._redis.aclose()

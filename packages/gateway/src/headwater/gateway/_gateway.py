@@ -97,6 +97,7 @@ class Gateway:
         )
         if isinstance(self.dedupe, MemoryDedupeStore):
             logger.warning("HEADWATER_REDIS_URL is unset: dedupe uses an in-process store")
+        await self.dedupe.start()
         sink = ClickHouseSink(clickhouse)
         self._committer = GroupCommitter(
             sink.insert_events,
