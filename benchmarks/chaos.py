@@ -1,6 +1,6 @@
 """The fault scenarios for minutes, several faults each (issue 16): the table in RELIABILITY.md.
 
-    uv run --frozen python -m benchmarks.chaos [--scenarios 1,1b,2,3,5,6] [--rate 500]
+    uv run --frozen python -m benchmarks.chaos [--scenarios 1,1b,2,3,4,5,6] [--rate 500]
         [--scale 1.0] [--no-forward] [--write]
 
 Each scenario of `tests/faults/scenarios.py` (the short tests run the same with one fault)
@@ -46,13 +46,16 @@ BEGIN, END = "<!-- chaos table: begin -->", "<!-- chaos table: end -->"
 COMMAND = "uv run --frozen python -m benchmarks.chaos --write"
 
 CHAOS = {
-    # a restart takes seconds of its own; then the retry waits for the killed insert's
-    # Redis claims to expire (HEADWATER_DEDUPE_PENDING_SECONDS, 60 s)
+    # a restart takes seconds of its own; the killed gateway's Redis claims are free once
+    # it stops saying it is alive (5 s)
     "1": Plan(faults=4, fault_seconds=1.0, calm_seconds=30.0),
     "1b": Plan(faults=4, fault_seconds=1.0, calm_seconds=30.0),
     "2": Plan(faults=5, fault_seconds=5.0, calm_seconds=20.0),
     # longer than the gateway's insert deadline (10 s): requests are answered 503
     "3": Plan(faults=4, fault_seconds=15.0, calm_seconds=20.0),
+    # PostHog unreachable for 2 minutes (the gateway SIGKILLed after one), then 30 s of
+    # 500s and 30 s of 429s
+    "4": Plan(faults=2, fault_seconds=120.0, calm_seconds=20.0),
     "5": Plan(faults=5, fault_seconds=10.0, calm_seconds=20.0),
     "6": Plan(faults=5, fault_seconds=2.0, calm_seconds=20.0),
 }

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..gateway.posthog_standin import PostHogStandIn
 from .fault_run import FaultRun, ForwardTarget
 from .outcome import Outcome
 
@@ -119,6 +120,31 @@ def _slow_network(run: FaultRun, plan: Plan) -> None:
     run.notes["answers_held"] = proxy.answers_held
 
 
+def _posthog_away(run: FaultRun, plan: Plan) -> None:
+    """PostHog unreachable for `fault_seconds` (the gateway SIGKILLed and restarted halfway
+    through), then answering 500 and 429 (Retry-After 1) for a quarter of that each."""
+    posthog = run.forward_to
+    assert isinstance(posthog, PostHogStandIn), "scenario 4 needs a PostHog stand-in"
+    run.start_app()
+    for _ in range(plan.faults):
+        run.calm(plan.calm_seconds)
+        with run.fault("PostHog down (gateway SIGKILLed meanwhile), 500, 429, back"):
+            posthog.down = True
+            time.sleep(plan.fault_seconds / 2)
+            run.gateway.kill()
+            run.gateway.start()
+            time.sleep(plan.fault_seconds / 2)
+            posthog.down, posthog.status = False, 500
+            time.sleep(plan.fault_seconds / 4)
+            posthog.status, posthog.retry_after = 429, "1"
+            time.sleep(plan.fault_seconds / 4)
+            posthog.status, posthog.retry_after = 200, None
+    run.calm(plan.calm_seconds)
+    run.notes["gateway_starts"] = run.gateway.lives
+    run.notes["posthog_500"] = posthog.answers.count(500)
+    run.notes["posthog_429"] = posthog.answers.count(429)
+
+
 def _app_killed(run: FaultRun, plan: Plan) -> None:
     kill_after = max(1, int(plan.calm_seconds * plan.rate))
     run.start_app(kill_after=kill_after)
@@ -151,6 +177,12 @@ SCENARIOS = {
             "ClickHouse failing inserts",
             _inserts_failing,
             insert_switch=True,
+        ),
+        Scenario(
+            "4",
+            "posthog_away",
+            "PostHog down (gateway SIGKILLed meanwhile), then 500 and 429",
+            _posthog_away,
         ),
         Scenario(
             "5",

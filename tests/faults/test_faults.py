@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..gateway.posthog_standin import posthog_standin
 from .outcome import Outcome
 from .scenarios import SCENARIOS, Plan
 
@@ -67,6 +68,27 @@ def test_clickhouse_failing_inserts(tmp_path: Path) -> None:
     assert outcome.twice_before_merge == 0, outcome.summary()  # claims released, not kept
     assert outcome.notes["too_many_parts_logged"] > 0, outcome.summary()
     assert outcome.notes["sdk_retried"] > 0, outcome.summary()
+
+
+def test_posthog_away_while_the_gateway_is_killed(tmp_path: Path) -> None:
+    # Forwarding waits 1 s for inserts in flight (10 s by default), retries PostHog at
+    # least every second (30 s) and the killed gateway's lease lasts 3 s (30 s): the
+    # restarted gateway forwards again within this test's time.
+    forwarding = {
+        "HEADWATER_FORWARD_SETTLE_SECONDS": "1",
+        "HEADWATER_FORWARD_BACKOFF_CAP_SECONDS": "1",
+        "HEADWATER_FORWARD_LEASE_SECONDS": "3",
+    }
+    plan = dataclasses.replace(SHORT, fault_seconds=4.0, calm_seconds=1.0, gateway_env=forwarding)
+
+    with posthog_standin() as posthog:
+        outcome = SCENARIOS["4"].run(tmp_path, plan, forward_to=posthog)
+
+    assert_every_id_stored_once(outcome)
+    assert outcome.forward_lost == 0, outcome.summary()  # every stored event reached PostHog
+    assert outcome.notes["gateway_starts"] == 2, outcome.summary()
+    assert outcome.notes["posthog_500"] > 0, outcome.summary()
+    assert outcome.notes["posthog_429"] > 0, outcome.summary()
 
 
 def test_answers_delayed_past_the_sdk_timeout(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import gzip
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ class PostHogStandIn:
     """Records what arrives at `/batch/`; `status` is what it answers (200 by default),
     with `retry_after` as its Retry-After header when set. A batch holding an event whose
     name is in `refuse` is answered 400, as PostHog answers a payload it will never take;
-    `answers` lists the status of every `/batch/` answer in order.
+    `answers` lists the status of every `/batch/` answer in order. While `down` is set,
+    a `/batch/` request is read and its connection closed unanswered (PostHog away).
     `posts` counts the `/batch/` requests as they arrive; while `answering` is clear, they
     wait for it before they are recorded and answered (a slow PostHog).
 
@@ -33,6 +35,7 @@ class PostHogStandIn:
         self.status = 200
         self.retry_after: str | None = None
         self.refuse: set[str] = set()
+        self.down = False
         self.answers: list[int] = []
         self.posts = 0
         self.answering = threading.Event()
@@ -78,44 +81,61 @@ class PostHogStandIn:
         return status, reply
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
+        return type("Handler", (_Handler,), {"standin": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                if self.path == "/batch/":
-                    with standin.arrived:
-                        standin.posts += 1
-                        standin.arrived.notify_all()
-                    standin.answering.wait(30)
-                status = standin.status
-                reply = b'{"status": 1}' if status == 200 else b'{"error": "down"}'
-                if self.path == "/batch/":
-                    status, reply = standin.take(json.loads(body), status, reply)
-                if self.path.startswith(("/flags", "/decide")):
-                    try:
-                        asked = json.loads(_unwrap(self.path, body))
-                    except (ValueError, binascii.Error, OSError):
-                        self.send_error(400, "cannot decode the request body")
-                        return
-                    forwarded_for = self.headers.get("X-Forwarded-For")
-                    standin.flag_requests.append((self.path, asked, forwarded_for))
-                    if standin.status == 200:
-                        reply = json.dumps(standin.flags).encode()
-                self.send_response(status if self.path == "/batch/" else standin.status)
-                if standin.retry_after is not None and status != 200:
-                    self.send_header("Retry-After", standin.retry_after)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
+class _Handler(BaseHTTPRequestHandler):
+    """Answers as the `standin` of its subclass says."""
 
-        return Handler
+    standin: PostHogStandIn
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        if self.path == "/batch/":
+            self._batch(body)
+        elif self.path.startswith(("/flags", "/decide")):
+            self._flags(body)
+        else:
+            self._answer(self.standin.status, b'{"status": 1}')
+
+    def _batch(self, body: bytes) -> None:
+        if self.standin.down:  # away: the connection drops unanswered
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        with self.standin.arrived:
+            self.standin.posts += 1
+            self.standin.arrived.notify_all()
+        self.standin.answering.wait(30)
+        status = self.standin.status
+        reply = b'{"status": 1}' if status == 200 else b'{"error": "down"}'
+        self._answer(*self.standin.take(json.loads(body), status, reply))
+
+    def _flags(self, body: bytes) -> None:
+        try:
+            asked = json.loads(_unwrap(self.path, body))
+        except (ValueError, binascii.Error, OSError):
+            self.send_error(400, "cannot decode the request body")
+            return
+        forwarded_for = self.headers.get("X-Forwarded-For")
+        self.standin.flag_requests.append((self.path, asked, forwarded_for))
+        status = self.standin.status
+        reply = json.dumps(self.standin.flags).encode() if status == 200 else b'{"error": "down"}'
+        self._answer(status, reply)
+
+    def _answer(self, status: int, reply: bytes) -> None:
+        self.send_response(status)
+        if self.standin.retry_after is not None and status != 200:
+            self.send_header("Retry-After", self.standin.retry_after)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
 
 
 def _unwrap(path: str, body: bytes) -> bytes:
