@@ -30,6 +30,7 @@ import msgspec
 import pytest
 
 from headwater.gateway._events import MAX_BATCH_EVENTS
+from headwater.gateway._http_server import HEADER_TIMEOUT_SECONDS, MAX_HEADER_BYTES, MAX_HEADERS
 
 from ..redis_server import free_port
 from .conftest import PROJECT, WRITE_KEY, GatewayFactory, RunningGateway, stored
@@ -711,35 +712,29 @@ def test_a_refused_sql_looking_event_is_kept_verbatim(start_gateway: GatewayFact
         pytest.param("/batch/", POSTHOG, id="litestar"),
     ],
 )
-def test_a_flood_of_headers_changes_nothing_in_the_answer(
+def test_a_flood_of_headers_is_refused_and_the_worker_goes_on(
     start_gateway: GatewayFactory, path: str, family: Family
 ) -> None:
-    """1,000 headers and one of 1 MB: read, ignored, answered as without them; the worker
-    serves the next request. (How much the server buffers is not bounded: see the xfail.)"""
+    """1,000 headers: refused at the 101st (431), the connection closed; headers within
+    the bounds (90 of them, one of 8 KB) change nothing in the answer; the worker serves
+    the next request."""
     gw = start_gateway()
-    sent = neutral()
-    body = family.body([sent])
+    body = family.body([neutral()])
     flood = [(f"X-Flood-{i}", "v" * 50) for i in range(1000)]
+    within = [*[(f"X-Many-{i}", "v" * 50) for i in range(90)], ("X-Big", "b" * 8192)]
     with RawConnection(gw.url) as conn:
-        conn.send(
-            request_head(
-                path, *family.headers.items(), *flood, ("X-Big", "b" * 1_000_000), length=len(body)
-            )
-            + body
-        )
+        conn.send(request_head(path, *family.headers.items(), *flood, length=len(body)) + body)
         flooded = conn.response()
+    with RawConnection(gw.url) as conn:
+        conn.send(request_head(path, *family.headers.items(), *within, length=len(body)) + body)
+        many = conn.response()
     after = family.post(gw, family.body([neutral()]))
-    assert (flooded.status, flooded.json()["accepted"]) == (200, 1)
+    assert (flooded.status, flooded.json()) == (431, {"error": "more than 100 headers"})
+    assert (many.status, many.json()["accepted"]) == (200, 1)
     assert (after.status_code, after.json()["accepted"]) == (200, 1)
     assert count(gw) == 2
 
 
-@pytest.mark.xfail(
-    reason="uvicorn's httptools parser buffers a header block of any size and count; the"
-    " server that cli.py and _embedded.py start needs a protocol that stops reading past a"
-    " bound (RELIABILITY.md, Hostile input: open)",
-    strict=True,
-)
 def test_a_header_block_over_64_kib_is_refused_before_it_is_buffered(
     start_gateway: GatewayFactory,
 ) -> None:
@@ -751,7 +746,24 @@ def test_a_header_block_over_64_kib_is_refused_before_it_is_buffered(
             + body
         )
         answer = conn.response()
-    assert (answer.status, answer.body) == (400, b"Invalid HTTP request received.")
+        closed = conn.closed_by_server()
+    assert (answer.status, answer.json(), closed) == (
+        431,
+        {"error": f"request headers over {MAX_HEADER_BYTES} bytes"},
+        True,
+    )
+    assert count(gw) == 0
+
+
+def test_more_than_100_headers_are_refused(start_gateway: GatewayFactory) -> None:
+    gw = start_gateway()
+    body = NATIVE.body([neutral()])
+    many = [(f"X-H{n}", "v") for n in range(MAX_HEADERS)]
+    with RawConnection(gw.url) as conn:
+        conn.send(request_head("/v1/events", *AUTH.items(), *many, length=len(body)) + body)
+        answer = conn.response()
+    assert (answer.status, answer.json()) == (431, {"error": f"more than {MAX_HEADERS} headers"})
+    assert count(gw) == 0
 
 
 BEARERS = (f"Bearer {WRITE_KEY}", "Bearer nope")
@@ -865,19 +877,19 @@ def test_slowloris_bodies_do_not_hold_the_worker_and_are_cut_off(
     assert count(gw) == 6
 
 
-@pytest.mark.xfail(
-    reason="uvicorn has no deadline for a request's headers: a client that never finishes"
-    " them holds its connection (a socket, not the worker) for as long as it likes; the"
-    " server that cli.py and _embedded.py start needs one (RELIABILITY.md, Hostile input)",
-    strict=True,
-)
 def test_a_client_that_never_finishes_its_headers_is_cut_off(
     start_gateway: GatewayFactory,
 ) -> None:
-    gw = start_gateway(body_timeout_seconds=1)
-    with RawConnection(gw.url, timeout=8) as conn:  # 1 s, and uvicorn's keep-alive 5 s
+    gw = start_gateway()
+    with RawConnection(gw.url, timeout=HEADER_TIMEOUT_SECONDS + 5) as conn:
         conn.send(b"POST /v1/events HTTP/1.1\r\nHost: gateway\r\n")
-        assert conn.closed_by_server()
+        answer = conn.response()
+        closed = conn.closed_by_server()
+    assert (answer.status, answer.json(), closed) == (
+        408,
+        {"error": f"headers not received within {HEADER_TIMEOUT_SECONDS:g} s"},
+        True,
+    )
 
 
 # -- secrets never in logs ------------------------------------------------------------------

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import uvicorn
 from litestar.types import ASGIApp
 
+from ._http_server import BoundedHttpTools
+
 
 @contextmanager
 def serving(
@@ -21,7 +23,9 @@ def serving(
     sock.bind((host, 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        uvicorn.Config(
+            app, log_level="warning", lifespan="on", access_log=False, http=BoundedHttpTools
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

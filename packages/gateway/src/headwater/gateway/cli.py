@@ -25,6 +25,7 @@ from ._demo import run_demo
 from ._errors import ConfigError, SinkUnavailable
 from ._forwarder import Forwarder, forwarder_for
 from ._gateway import Gateway
+from ._http_server import BoundedHttpTools
 from ._logging import configure_logging
 from ._metrics import ForwardMetrics
 from ._replay import ReplayReport, replay_errors
@@ -72,10 +73,13 @@ def register(app: typer.Typer) -> None:
                 workers=workers,
                 log_config=None,
                 access_log=False,
+                http=BoundedHttpTools,
             )
             return
         app = create_app(settings, freeze_heap=True)
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        uvicorn.run(
+            app, host=host, port=port, log_config=None, access_log=False, http=BoundedHttpTools
+        )
 
     @app.command("demo")
     def demo(
