@@ -188,6 +188,15 @@ _WINDOW = """
 local pending, prefix, width, depth = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local bucket = math.floor(tonumber(redis.call('TIME')[1]) / width)
 local CHUNK = 4000  -- arguments per call: Lua's unpack() stops at about 8,000
+-- into[name] = the value of the key `head .. name`, for every name of `names` (MGET)
+local function read_keys(head, names, into)
+  for first = 1, #names, CHUNK do
+    local last, keys = math.min(first + CHUNK - 1, #names), {}
+    for j = first, last do keys[#keys + 1] = head .. names[j] end
+    local found = redis.call('MGET', unpack(keys))
+    for j = first, last do into[names[j]] = found[j - first + 1] end
+  end
+end
 """
 
 _CLAIM = (
@@ -243,12 +252,7 @@ for _, name in ipairs(names) do
       tickets[#tickets + 1] = holder
     end
   end
-  for first = 1, #tickets, CHUNK do
-    local last, keys = math.min(first + CHUNK - 1, #tickets), {}
-    for j = first, last do keys[#keys + 1] = prefix .. 'ticket:' .. tickets[j] end
-    local found = redis.call('MGET', unpack(keys))
-    for j = first, last do states[tickets[j]] = found[j - first + 1] end
-  end
+  read_keys(prefix .. 'ticket:', tickets, states)
   -- a pending ticket of a process that no longer says it is alive is dead with it
   local owners, bases = {}, {}
   for _, holder in ipairs(tickets) do
@@ -260,12 +264,7 @@ for _, name in ipairs(names) do
       end
     end
   end
-  for first = 1, #bases, CHUNK do
-    local last, keys = math.min(first + CHUNK - 1, #bases), {}
-    for j = first, last do keys[#keys + 1] = prefix .. 'alive:' .. bases[j] end
-    local found = redis.call('MGET', unpack(keys))
-    for j = first, last do owners[bases[j]] = found[j - first + 1] end
-  end
+  read_keys(prefix .. 'alive:', bases, owners)
   for _, holder in ipairs(tickets) do
     local base = string.match(holder, '^([^.]*)%.')
     if states[holder] == 'p' and base and not owners[base] then states[holder] = false end
