@@ -4,9 +4,9 @@
 
 1. **The benchmarked rate**, measured first in this run: an application (the fault
    tests' `tracking_app.py`, the SDK with its defaults) is asked for 40,000 events/s, more
-   than one such process tracks here, into a gateway without forwarding for
-   `--calibrate` seconds; the events the gateway acknowledged per second. (`--rate N`
-   skips this and takes N.)
+   than one such process tracks here, into a gateway set up as the soak's (forwarding
+   on) for `--calibrate` seconds; the events the gateway acknowledged per second.
+   (`--rate N` skips this and takes N.)
 2. **The soak**: a fresh gateway (Redis of its own, chDB, forwarding to a PostHog
    stand-in in a child process that counts the uuids it receives) and the application
    tracking at `--fraction` of that rate for `--minutes`. Every 10 s: the gateway's and
@@ -40,6 +40,7 @@ SAMPLE_SECONDS = 10.0
 # Offered while calibrating: more than one application process tracks here (about 13,000
 # events/s), and little enough that its progress thread still gets the GIL.
 CALIBRATION_RATE = 40_000
+WARM_UP_SECONDS = 15.0
 ROW = "  {:5.0f} | {:15.1f} | {:11.1f} | {:10,.0f} | {:5.1f} | {:7,} | {:,}"
 CATCH_UP_SECONDS = 300.0
 
@@ -89,14 +90,19 @@ class Receiver:
 
 
 def calibrate(directory: Path, seconds: float) -> float:
-    """Events per second the gateway acknowledged from an application tracking flat out."""
+    """Events per second the gateway, forwarding as in the soak, acknowledged from an
+    application tracking flat out."""
     redis = RedisProcess(directory / "redis")
     redis.start()
-    gateway = GatewayProcess(directory / "gateway", redis_url=redis.url)
+    receiver = Receiver(directory / "received")
+    gateway = GatewayProcess(
+        directory / "gateway", redis_url=redis.url, posthog=(receiver.url, "phc_soak")
+    )
     gateway.start()
     try:
         app = Application(directory / "app", host=gateway.url, rate=CALIBRATION_RATE)
         app.wait_settled(1)
+        time.sleep(WARM_UP_SECONDS)  # past the settle time: the forwarder at work too
         first = app.latest()
         time.sleep(seconds)
         last = app.latest()
@@ -107,6 +113,7 @@ def calibrate(directory: Path, seconds: float) -> float:
     finally:
         gateway.close()
         redis.close()
+        receiver.close()
 
 
 def soak(directory: Path, rate: float, minutes: float) -> None:
