@@ -3,7 +3,6 @@ loopback speaking PostHog's /batch/ API)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 from headwater.sdk import Client, ClientOptions
 
 from ..sdk.events import OrderCompleted
-from .conftest import WRITE_KEY, GatewayFactory, RunningGateway
+from .conftest import WRITE_KEY, GatewayFactory, RunningGateway, metric
 from .posthog_standin import PostHogStandIn, posthog_standin
 
 # Rows wait half a second for inserts in flight (10 s by default); idle looks and retries
@@ -60,16 +59,9 @@ def uuids(posthog: PostHogStandIn) -> list[str]:
 def lag(gw: RunningGateway) -> tuple[float, float]:
     """(events, seconds) behind, for the project `proj`."""
     return (
-        metric(gw.url, 'headwater_forward_lag_events{project="proj"}'),
-        metric(gw.url, 'headwater_forward_lag_seconds{project="proj"}'),
+        metric(gw, 'headwater_forward_lag_events{project="proj"}'),
+        metric(gw, 'headwater_forward_lag_seconds{project="proj"}'),
     )
-
-
-def metric(url: str, name: str) -> float:
-    """The value of a series on /metrics (labels written out); 0 when it has none yet."""
-    text = httpx.get(f"{url}/metrics").text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, flags=re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def test_stored_events_reach_posthog_with_the_same_ids(start_gateway: GatewayFactory) -> None:
@@ -104,7 +96,7 @@ def test_stored_events_reach_posthog_with_the_same_ids(start_gateway: GatewayFac
     )
     for e in events:  # the stored (skew-corrected) time, as ISO 8601 in UTC
         assert datetime.fromisoformat(e["timestamp"]) == stored[e["uuid"]].replace(tzinfo=UTC)
-    assert metric(gw.url, "headwater_forward_sent_total") == 2.0
+    assert metric(gw, "headwater_forward_sent_total") == 2.0
 
 
 def test_each_project_forwards_to_its_own_posthog(start_gateway: GatewayFactory) -> None:
@@ -149,7 +141,7 @@ def test_each_project_forwards_to_its_own_posthog(start_gateway: GatewayFactory)
     assert [(b["api_key"], [e["uuid"] for e in b["batch"]]) for b in own.bodies] == [
         ("phc_other", [sent["other-key"]])
     ]
-    assert metric(gw.url, "headwater_forward_sent_total") == 2.0
+    assert metric(gw, "headwater_forward_sent_total") == 2.0
     # flags follow the events: the project's own PostHog under its key, or none at all
     assert [(body["token"], body["distinct_id"]) for _, body, _ in own.flag_requests] == [
         ("phc_other", "u")
@@ -181,10 +173,10 @@ def test_posthog_down_then_refusing_with_500_and_429_loses_nothing(
     assert sorted(uuids(posthog)) == sorted(first + second)
     stored = gw.rows("SELECT toString(event_id) FROM {db}.events ORDER BY inserted_at, event_id")
     assert uuids(posthog) == [event_id for (event_id,) in stored]  # oldest first
-    assert metric(gw.url, "headwater_forward_sent_total") == 25.0
-    assert metric(gw.url, 'headwater_forward_failed_attempts_total{reason="5xx"}') >= 3.0
-    assert metric(gw.url, 'headwater_forward_failed_attempts_total{reason="429"}') >= 1.0
-    assert metric(gw.url, "headwater_forward_dead_letters_total") == 0.0
+    assert metric(gw, "headwater_forward_sent_total") == 25.0
+    assert metric(gw, 'headwater_forward_failed_attempts_total{reason="5xx"}') >= 3.0
+    assert metric(gw, 'headwater_forward_failed_attempts_total{reason="429"}') >= 1.0
+    assert metric(gw, "headwater_forward_dead_letters_total") == 0.0
 
 
 def test_a_gateway_restarted_during_an_outage_forwards_what_it_stored(
@@ -252,8 +244,8 @@ def test_an_event_posthog_refuses_for_good_is_kept_and_the_rest_forwarded(
             ids[5],
         )
     ]
-    assert metric(gw.url, "headwater_forward_dead_letters_total") == 1.0
-    assert metric(gw.url, "headwater_forward_sent_total") == 7.0
+    assert metric(gw, "headwater_forward_dead_letters_total") == 1.0
+    assert metric(gw, "headwater_forward_sent_total") == 7.0
 
 
 def test_an_event_python_cannot_read_is_stored_and_kept_as_a_dead_letter(
@@ -285,8 +277,8 @@ def test_an_event_python_cannot_read_is_stored_and_kept_as_a_dead_letter(
         " message FROM {db}.forward_dead_letters"
     )
     assert letters == [(huge, 0, 1, '{"n": 1e999}')]
-    assert metric(gw.url, "headwater_forward_dead_letters_total") == 1.0
-    assert metric(gw.url, "headwater_forward_sent_total") == 1.0
+    assert metric(gw, "headwater_forward_dead_letters_total") == 1.0
+    assert metric(gw, "headwater_forward_sent_total") == 1.0
 
 
 def test_gateways_sharing_a_database_forward_each_event_once(
@@ -300,7 +292,7 @@ def test_gateways_sharing_a_database_forward_each_event_once(
         posthog.wait_for(20)
         until(lambda: lag(one) == (0.0, 0.0) or lag(two) == (0.0, 0.0))
         time.sleep(0.5)  # ten more looks of the idle forwarders: nothing more arrives
-        leaders = [metric(gw.url, "headwater_forward_leader") for gw in (one, two)]
+        leaders = [metric(gw, "headwater_forward_leader") for gw in (one, two)]
     assert sorted(uuids(posthog)) == sorted(sent)
     assert sorted(leaders) == [0.0, 1.0]
 

@@ -158,6 +158,17 @@ def migrations(
             f" ENGINE = Distributed('{cluster}', {db}, {table}_local, {key})"
         )
 
+    forwarding = [
+        *_forwarding(
+            db,
+            on,
+            replicated("forward_cursors_local", "ReplacingMergeTree", "inserted_at"),
+            replicated("forward_dead_letters_local", "MergeTree"),
+            local="_local",
+        ),
+        distributed("forward_cursors", "cityHash64(project)"),
+        distributed("forward_dead_letters", "rand()"),
+    ]
     events_engine = replicated("events_local", "ReplacingMergeTree", "inserted_at")
     errors_engine = replicated("ingest_errors_local", "MergeTree")
     return [
@@ -178,21 +189,7 @@ def migrations(
             ],
         ),
         (3, "events merge selector", []),  # chDB has no clusters
-        (
-            4,
-            "forwarding",
-            [
-                *_forwarding(
-                    db,
-                    on,
-                    replicated("forward_cursors_local", "ReplacingMergeTree", "inserted_at"),
-                    replicated("forward_dead_letters_local", "MergeTree"),
-                    local="_local",
-                ),
-                distributed("forward_cursors", "cityHash64(project)"),
-                distributed("forward_dead_letters", "rand()"),
-            ],
-        ),
+        (4, "forwarding", forwarding),
     ]
 
 

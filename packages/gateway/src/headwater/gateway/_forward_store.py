@@ -24,6 +24,14 @@ NIL_ID = "00000000-0000-0000-0000-000000000000"
 
 _encode = msgspec.json.Encoder().encode
 
+# A project's rows past a cursor. The plain bound lets the min-max index on `inserted_at`
+# skip old granules; the tuple is the order.
+_PAST_CURSOR = (
+    "project = %(project)s"
+    " AND inserted_at >= toDateTime64(%(at)s, 3, 'UTC')"
+    " AND (inserted_at, event_id) > (toDateTime64(%(at)s, 3, 'UTC'), toUUID(%(id)s))"
+)
+
 
 class Cursor(NamedTuple):
     """A place in a project's stored events: everything up to it has been forwarded.
@@ -102,7 +110,7 @@ class ForwardStore:
         found = self._ch.rows(
             "SELECT toString(event_id), event, distinct_id, toString(timestamp), properties,"  # noqa: S608
             " toString(inserted_at)"
-            f" FROM {self._db}.events WHERE {self._past_cursor}"
+            f" FROM {self._db}.events WHERE {self._settled_past_cursor}"
             f" ORDER BY inserted_at, event_id LIMIT {int(limit)}",
             self._parameters(project, cursor),
         )
@@ -114,9 +122,7 @@ class ForwardStore:
         count, seconds = self._ch.rows(
             "SELECT count(), if(count() = 0, 0,"  # noqa: S608
             " dateDiff('millisecond', min(inserted_at), now64(3)) / 1000)"
-            f" FROM {self._db}.events WHERE project = %(project)s"
-            " AND inserted_at >= toDateTime64(%(at)s, 3, 'UTC')"
-            " AND (inserted_at, event_id) > (toDateTime64(%(at)s, 3, 'UTC'), toUUID(%(id)s))",
+            f" FROM {self._db}.events WHERE {_PAST_CURSOR}",
             self._parameters(project, cursor),
         )[0]
         return Lag(int(count), max(0.0, float(seconds)))
@@ -143,13 +149,9 @@ class ForwardStore:
         self._ch.insert_lines("forward_dead_letters", FORWARD_DEAD_LETTER_COLUMNS, body)
 
     @property
-    def _past_cursor(self) -> str:
-        # The plain bound lets the min-max index skip old granules; the tuple is the order.
+    def _settled_past_cursor(self) -> str:
         return (
-            "project = %(project)s"
-            " AND inserted_at >= toDateTime64(%(at)s, 3, 'UTC')"
-            " AND (inserted_at, event_id) > (toDateTime64(%(at)s, 3, 'UTC'), toUUID(%(id)s))"
-            f" AND inserted_at <= now64(3) - toIntervalMillisecond({self._settle_ms})"
+            f"{_PAST_CURSOR} AND inserted_at <= now64(3) - toIntervalMillisecond({self._settle_ms})"
         )
 
     @staticmethod

@@ -64,22 +64,7 @@ def register(app: typer.Typer) -> None:
         if settings.demo_write_key:
             console.print(f"demo write key (project 'demo'): {settings.demo_write_key}")
         configure_logging(log_level.upper())
-        if workers > 1:
-            uvicorn.run(
-                "headwater.gateway._app:app_from_env",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                log_config=None,
-                access_log=False,
-                http=BoundedHttpTools,
-            )
-            return
-        app = create_app(settings, freeze_heap=True)
-        uvicorn.run(
-            app, host=host, port=port, log_config=None, access_log=False, http=BoundedHttpTools
-        )
+        _run_server(settings, host=host, port=port, workers=workers)
 
     @app.command("demo")
     def demo(
@@ -157,6 +142,25 @@ def forward(
         forwarder.stop(timeout=10)
         clickhouse.close()
     Console().print(_forward_table(metrics))
+
+
+def _run_server(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    """uvicorn with the bounded HTTP protocol: the app in this process, or `workers`
+    processes that each build it from the environment."""
+    if workers > 1:
+        uvicorn.run(
+            "headwater.gateway._app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            http=BoundedHttpTools,
+        )
+        return
+    app = create_app(settings, freeze_heap=True)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, http=BoundedHttpTools)
 
 
 def _forward_until_stopped(forwarder: Forwarder) -> None:
