@@ -200,6 +200,20 @@ def test_three_processes_tracking_into_one_spool_and_killed_lose_nothing(
     assert spool_files(tmp_path) == []
 
 
+def reopen_and_flush(
+    url: str, spool: Path, caplog: pytest.LogCaptureFixture
+) -> tuple[Stats, list[tuple[str, str]]]:
+    """A new process's client on `spool`, flushed (True) and closed: its stats when it
+    opened, and the (level, message) of what the SDK logged at WARNING meanwhile."""
+    with (
+        caplog.at_level(logging.WARNING, logger="headwater.sdk"),
+        Client("test-key", host=url, options=ClientOptions(spool_dir=spool)) as hw,
+    ):
+        opened = hw.stats()
+        assert hw.flush(timeout=10) is True
+    return opened, [(r.levelname, r.getMessage()) for r in caplog.records]
+
+
 def test_a_restart_after_everything_was_delivered_sends_nothing(
     receiver: LoopbackReceiver, tmp_path: Path
 ) -> None:
@@ -258,16 +272,11 @@ def test_a_torn_last_record_is_skipped_and_the_rest_sent(
         file.seek(4 * size + at)
         file.write(data)
 
-    with (
-        caplog.at_level(logging.WARNING, logger="headwater.sdk"),
-        Client("test-key", host=receiver.url, options=ClientOptions(spool_dir=tmp_path)) as hw,
-    ):
-        opened = hw.stats()
-        assert hw.flush(timeout=10) is True
+    opened, warnings = reopen_and_flush(receiver.url, tmp_path, caplog)
 
     assert [m.event_id for m in receiver.messages] == ids[:4]
     assert opened.spooled == 4
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+    assert warnings == [
         (
             "WARNING",
             f"spool: skipped {size} bytes at the end of {segment.name}, a record cut short"
@@ -291,16 +300,11 @@ def test_a_segment_cut_inside_its_last_record_is_read_to_that_record(
     size = record_size(ids[0])
     os.truncate(segment, 5 * size - 10)
 
-    with (
-        caplog.at_level(logging.WARNING, logger="headwater.sdk"),
-        Client("test-key", host=receiver.url, options=ClientOptions(spool_dir=tmp_path)) as hw,
-    ):
-        opened = hw.stats()
-        assert hw.flush(timeout=10) is True
+    opened, warnings = reopen_and_flush(receiver.url, tmp_path, caplog)
 
     assert [m.event_id for m in receiver.messages] == ids[:4]
     assert opened.spooled == 4
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+    assert warnings == [
         (
             "WARNING",
             f"spool: skipped {size - 10} bytes at the end of {segment.name}, a record cut short"
